@@ -1,0 +1,1 @@
+"""Sweeps, timing and result files: the only package that touches the GPU."""

@@ -1,0 +1,1 @@
+"""Triton kernels and their benchmark specs. Families are listed in :mod:`kernels.registry`."""

@@ -1,0 +1,36 @@
+"""The one registry of kernel families.
+
+Families are named here and imported on first use, not at import time: Triton decides at
+``@triton.jit`` time whether to interpret a kernel, so ``--interpret`` must be settled before a
+kernel module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kernels.spec import KernelSpec, UsageError
+
+# family name -> (module, attribute); the order is the order `rooflab kernels` lists them in
+FAMILIES: dict[str, tuple[str, str]] = {
+    "copy": ("kernels.stream", "COPY"),
+    "triad": ("kernels.stream", "TRIAD"),
+}
+
+
+def names() -> list[str]:
+    return list(FAMILIES)
+
+
+def get(name: str) -> KernelSpec:
+    try:
+        module_name, attribute = FAMILIES[name]
+    except KeyError:
+        raise UsageError(f"unknown kernel {name!r}; valid: {', '.join(FAMILIES)}") from None
+    spec = getattr(importlib.import_module(module_name), attribute)
+    assert spec.name == name, f"registry entry {name!r} points at spec {spec.name!r}"
+    return spec
+
+
+def all_specs() -> list[KernelSpec]:
+    return [get(name) for name in FAMILIES]

@@ -1,0 +1,205 @@
+"""STREAM-style memory kernels: ``copy`` (y = x) and ``triad`` (a = b + s·c).
+
+The suite's first memory-bound family and the DRAM ceiling every other kernel is judged against.
+Full blocks take an unmasked path so loads and stores stay 16 bytes wide for any N; only the
+last block is masked.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.spec import (
+    Axis,
+    Case,
+    DType,
+    Impl,
+    Inputs,
+    KernelSpec,
+    Launch,
+    poisoned,
+    scaled_randn,
+)
+from kernels.tuning import describe, for_interpreter
+
+TRIAD_SCALAR = 3.0
+
+
+def stream_configs() -> list[triton.Config]:
+    """Block sizes (elements) × warps; large blocks keep many 16-byte requests in flight per SM."""
+    return [
+        triton.Config({"BLOCK": block}, num_warps=warps)
+        for block in (4096, 8192, 16384, 2048, 1024)
+        for warps in (4, 8, 16)
+        if block // (32 * warps) >= 4
+    ]
+
+
+def prune_stream_configs(configs, named_args, **kwargs):
+    """Drop blocks far larger than the array (all masked lanes), then honour the interpreter."""
+    n = named_args["n"]
+    useful = [c for c in configs if c.kwargs["BLOCK"] <= max(1024, triton.next_power_of_2(n))]
+    return for_interpreter(useful or configs[:1])
+
+
+@triton.autotune(configs=stream_configs(), key=["n"], prune_configs_by={"early_config_prune": prune_stream_configs})
+@triton.jit
+def _copy_kernel(
+    x_ptr,  # in:  [n]
+    y_ptr,  # out: [n]
+    n,
+    BLOCK: tl.constexpr,
+):
+    """y[i] = x[i] for i < n; one program per BLOCK elements, 64-bit offsets (n may exceed 2³¹)."""
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    offsets = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        tl.store(y_ptr + offsets, tl.load(x_ptr + offsets, eviction_policy="evict_first"))
+    else:
+        mask = offsets < n
+        tl.store(y_ptr + offsets, tl.load(x_ptr + offsets, mask=mask), mask=mask)
+
+
+@triton.autotune(configs=stream_configs(), key=["n"], prune_configs_by={"early_config_prune": prune_stream_configs})
+@triton.jit
+def _triad_kernel(
+    b_ptr,  # in:  [n]
+    c_ptr,  # in:  [n]
+    a_ptr,  # out: [n]
+    scalar,  # s, fp32
+    n,
+    BLOCK: tl.constexpr,
+):
+    """a[i] = b[i] + s·c[i], computed in fp32 and rounded once to a's dtype."""
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    offsets = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        b = tl.load(b_ptr + offsets, eviction_policy="evict_first").to(tl.float32)
+        c = tl.load(c_ptr + offsets, eviction_policy="evict_first").to(tl.float32)
+        tl.store(a_ptr + offsets, (b + scalar * c).to(a_ptr.dtype.element_ty))
+    else:
+        mask = offsets < n
+        b = tl.load(b_ptr + offsets, mask=mask).to(tl.float32)
+        c = tl.load(c_ptr + offsets, mask=mask).to(tl.float32)
+        tl.store(a_ptr + offsets, (b + scalar * c).to(a_ptr.dtype.element_ty), mask=mask)
+
+
+def _check_vectors(*tensors: torch.Tensor) -> int:
+    first = tensors[0]
+    for t in tensors:
+        if t.dim() != 1 or not t.is_contiguous():
+            raise ValueError(f"stream kernels take contiguous 1-D tensors, got shape {tuple(t.shape)} "
+                             f"stride {t.stride()}")
+        if t.shape != first.shape or t.dtype != first.dtype or t.device != first.device:
+            raise ValueError("stream kernels need tensors of one shape, dtype and device")
+    return first.numel()
+
+
+def copy(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x with the Triton copy kernel."""
+    out = torch.empty_like(x) if out is None else out
+    n = _check_vectors(x, out)
+    if n:
+        _copy_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](x, out, n)
+    return out
+
+
+def triad(b: torch.Tensor, c: torch.Tensor, scalar: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a = b + scalar·c with the Triton triad kernel."""
+    out = torch.empty_like(b) if out is None else out
+    n = _check_vectors(b, c, out)
+    if n:
+        _triad_kernel[lambda meta: (triton.cdiv(n, meta["BLOCK"]),)](b, c, out, float(scalar), n)
+    return out
+
+
+def copy_reference(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float64)
+
+
+def triad_reference(b: torch.Tensor, c: torch.Tensor, scalar: float) -> torch.Tensor:
+    return b.to(torch.float64) + scalar * c.to(torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs
+# ---------------------------------------------------------------------------------------------
+
+N_AXIS = Axis("N", int, 1 << 24, "elements per array", minimum=1)
+STREAM_DTYPES = (DType.FP32, DType.FP16, DType.BF16)
+
+
+def _copy_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
+    dtype = case.dtype.torch
+    return {
+        "x": scaled_randn((case["N"],), dtype=dtype, device=device, generator=gen),
+        "out": poisoned((case["N"],), dtype=dtype, device=device),
+    }
+
+
+def _triad_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
+    dtype = case.dtype.torch
+    n = case["N"]
+    return {
+        "b": scaled_randn((n,), dtype=dtype, device=device, generator=gen),
+        "c": scaled_randn((n,), dtype=dtype, device=device, generator=gen),
+        "out": poisoned((n,), dtype=dtype, device=device),
+    }
+
+
+def _build_copy_triton(inputs: Inputs, case: Case) -> Launch:
+    x, out = inputs["x"], inputs["out"]
+    return Launch(run=lambda: copy(x, out), config=lambda: describe(_copy_kernel.best_config))
+
+
+def _build_copy_torch(inputs: Inputs, case: Case) -> Launch:
+    x, out = inputs["x"], inputs["out"]
+    return Launch(run=lambda: out.copy_(x), config=lambda: "Tensor.copy_")
+
+
+def _build_triad_triton(inputs: Inputs, case: Case) -> Launch:
+    b, c, out = inputs["b"], inputs["c"], inputs["out"]
+    return Launch(run=lambda: triad(b, c, TRIAD_SCALAR, out), config=lambda: describe(_triad_kernel.best_config))
+
+
+def _build_triad_torch(inputs: Inputs, case: Case) -> Launch:
+    b, c, out = inputs["b"], inputs["c"], inputs["out"]
+    return Launch(run=lambda: torch.add(b, c, alpha=TRIAD_SCALAR, out=out), config=lambda: "torch.add(alpha)")
+
+
+COPY = KernelSpec(
+    name="copy",
+    summary="y = x (STREAM copy): one read and one write per element",
+    axes=(N_AXIS,),
+    dtypes=STREAM_DTYPES,
+    impls=(
+        Impl("triton", _build_copy_triton, "Triton, unmasked 16-byte body + masked tail"),
+        Impl("torch", _build_copy_torch, "Tensor.copy_ (cudaMemcpy-class copy kernel)"),
+    ),
+    make_inputs=_copy_inputs,
+    reference=lambda inputs, case: copy_reference(inputs["x"]),
+    flops=lambda case: 0,
+    bytes=lambda case: 2 * case["N"] * case.dtype.itemsize,
+    tolerance={DType.FP32: 0.0, DType.FP16: 0.0, DType.BF16: 0.0},  # a copy is exact
+    tags=("memory",),
+)
+
+TRIAD = KernelSpec(
+    name="triad",
+    summary="a = b + s·c (STREAM triad): two reads, one write, 2 FLOPs per element",
+    axes=(N_AXIS,),
+    dtypes=STREAM_DTYPES,
+    impls=(
+        Impl("triton", _build_triad_triton, "Triton, fp32 arithmetic, unmasked 16-byte body"),
+        Impl("torch", _build_triad_torch, "torch.add(b, c, alpha=s)"),
+    ),
+    make_inputs=_triad_inputs,
+    reference=lambda inputs, case: triad_reference(inputs["b"], inputs["c"], TRIAD_SCALAR),
+    flops=lambda case: 2 * case["N"],
+    bytes=lambda case: 3 * case["N"] * case.dtype.itemsize,
+    # one rounding of an O(1) result to the output dtype: ~2^-p / sqrt(3) in relative norm
+    tolerance={DType.FP32: 1e-6, DType.FP16: 1e-3, DType.BF16: 8e-3},
+    tags=("memory",),
+)

@@ -1,0 +1,45 @@
+"""Test set-up: kernels run on the GPU when there is one, else on Triton's CPU interpreter."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; runs automatically when one is present")
+    # Triton decides at @triton.jit time whether to interpret a kernel: settle it before any
+    # test module imports a kernel module.
+    if not _cuda_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def device() -> str:
+    return "cuda" if _cuda_available() else "cpu"
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """A fresh seed per test, printed on failure so the inputs can be reproduced."""
+    value = random.SystemRandom().randrange(2**31)
+    request.node.user_properties.append(("seed", value))
+    print(f"seed={value}")
+    return value
