@@ -148,6 +148,7 @@ class Impl:
     build: BuildFn
     summary: str = ""
     skip: SkipFn | None = None  # reason this impl cannot run a case on a device, or None
+    bytes: Callable[[Case], int] | None = None  # its own traffic when it differs (fp16 baseline of a quantized op)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ class KernelSpec:
             self.axis(sorted(unknown)[0])  # raises with the list of valid axes
         ordered = tuple((a.name, a.check(values.get(a.name, a.default))) for a in self.axes)
         return Case(self.name, dtype, ordered)
+
+    def bytes_for(self, case: Case, impl: Impl) -> int:
+        return (impl.bytes or self.bytes)(case)
 
     def footprint_bytes(self, case: Case) -> int:
         return (self.footprint or self.bytes)(case)

@@ -1,0 +1,205 @@
+"""Result files: one tidy CSV row per (point, impl) and a JSON sidecar per run.
+
+Layout: ``results/<device-slug>/<run_id>.csv`` + ``<run_id>.json``. Rows are appended and flushed as
+points finish, so an interrupted sweep keeps everything it measured. Loading validates the schema
+and fails with one line naming the file and the problem. Only pandas is needed to read results,
+so reports build on machines without torch or a GPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from kernels.spec import UsageError
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Mode(str, Enum):
+    CUDA = "cuda"  # timed with CUDA events on a GPU
+    INTERPRET = "interpret"  # Triton interpreter on the CPU: correctness only, no timings
+
+
+# Columns before the per-kernel axis columns …
+ID_COLUMNS = ("schema_version", "run_id", "suite", "device", "mode", "kernel", "impl", "dtype", "label")
+# … and after them.
+METRIC_COLUMNS = (
+    "flops",  # from the shape: 2·M·N·K etc.
+    "bytes",  # minimal compulsory DRAM traffic, from the shape
+    "intensity",  # flops / bytes
+    "footprint_bytes",  # bytes resident on the device for the point
+    "l2_resident",  # footprint < L2 size: DRAM figures would be inflated
+    "l2",  # "cold" (flushed before every sample) or "warm"
+    "median_s", "p20_s", "p80_s",
+    "cv",  # robust relative spread: 1.4826·MAD / median
+    "samples",
+    "tflops", "gbps",  # flops / median, bytes / median
+    "status",  # ok / failed / skipped
+    "rel_err",  # relative Frobenius error against the reference
+    "error",  # why a point failed or was skipped
+    "config",  # the variant/autotune config that ran
+    "launch",  # "graph" (CUDA-graph replay) or "stream"
+    "sm_clock_mhz",  # SM clock read right after the point (NVML)
+    "throttle",  # clock-throttle reasons seen during the point, "" if none
+    "timestamp",
+)
+NUMERIC_COLUMNS = ("flops", "bytes", "intensity", "footprint_bytes", "median_s", "p20_s", "p80_s", "cv",
+                   "samples", "tflops", "gbps", "rel_err", "sm_clock_mhz")
+
+
+def columns_for(axis_names: Iterable[str]) -> list[str]:
+    axes = list(dict.fromkeys(axis_names))
+    clash = set(axes) & (set(ID_COLUMNS) | set(METRIC_COLUMNS))
+    if clash:
+        raise ValueError(f"axis names clash with result columns: {sorted(clash)}")
+    return [*ID_COLUMNS, *axes, *METRIC_COLUMNS]
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+class ResultWriter:
+    """Appends rows to a CSV, one flushed line per point; checks an existing file's header."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path = Path(path)
+        self.columns = columns
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != columns:
+                missing = [c for c in columns if c not in header]
+                raise UsageError(
+                    f"{self.path}: existing file has other columns (missing {', '.join(missing) or 'none'}); "
+                    "write to a new --out")
+            self._file = self.path.open("a", newline="")
+        else:
+            self._file = self.path.open("w", newline="")
+            self._write_line(columns)
+
+    def _write_line(self, values: list[Any]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(values)
+        self._file.write(buffer.getvalue())  # one write per row: an interrupt never leaves half a row
+        self._file.flush()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        unknown = set(row) - set(self.columns)
+        if unknown:
+            raise ValueError(f"row has columns the file does not: {sorted(unknown)}")
+        self._write_line([_cell(row.get(c)) for c in self.columns])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ResultsError(UsageError):
+    """A results file that does not follow the schema."""
+
+
+def load_csv(path: Path | str) -> pd.DataFrame:
+    """One results file, validated: schema version, required columns, statuses, numeric columns."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, keep_default_na=True, dtype={"config": str, "error": str, "label": str,
+                                                                "throttle": str, "suite": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in (*ID_COLUMNS, *METRIC_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path}: malformed results file, missing columns: {', '.join(missing)}")
+    versions = set(frame["schema_version"].dropna().unique())
+    if versions and versions != {SCHEMA_VERSION}:
+        raise ResultsError(f"{path}: schema_version {sorted(versions)}; this rooflab reads {SCHEMA_VERSION}")
+    bad_status = set(frame["status"].dropna().unique()) - {s.value for s in Status}
+    if bad_status or frame["status"].isna().any():
+        raise ResultsError(f"{path}: bad status values {sorted(map(str, bad_status)) or ['(empty)']}; "
+                           f"valid: {', '.join(s.value for s in Status)}")
+    bad_mode = set(frame["mode"].dropna().unique()) - {m.value for m in Mode}
+    if bad_mode:
+        raise ResultsError(f"{path}: bad mode values {sorted(map(str, bad_mode))}; "
+                           f"valid: {', '.join(m.value for m in Mode)}")
+    for column in NUMERIC_COLUMNS:
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        if (converted.isna() & frame[column].notna()).any():
+            raise ResultsError(f"{path}: column {column} holds non-numeric values")
+        frame[column] = converted
+    timed = (frame["status"] == Status.OK.value) & (frame["mode"] == Mode.CUDA.value)
+    if (frame.loc[timed, "median_s"].fillna(0) <= 0).any():
+        raise ResultsError(f"{path}: an ok row timed on CUDA has no positive median_s")
+    for text_column in ("config", "error", "label", "throttle", "suite"):
+        frame[text_column] = frame[text_column].fillna("")
+    frame["source"] = str(path)
+    return frame
+
+
+def result_files(root: Path | str) -> list[Path]:
+    """Every results CSV under ``root`` (a file or a directory), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UsageError(f"no results at {root}: give a results CSV or a directory holding them")
+    return sorted(p for p in root.rglob("*.csv") if sidecar_path(p).exists())
+
+
+def load_results(root: Path | str) -> pd.DataFrame:
+    """All runs under ``root`` as one frame (columns are the union of the files' axis columns)."""
+    files = result_files(root)
+    if not files:
+        return pd.DataFrame(columns=[*ID_COLUMNS, *METRIC_COLUMNS, "source"])
+    return pd.concat([load_csv(p) for p in files], ignore_index=True, sort=False)
+
+
+def sidecar_path(csv_path: Path | str) -> Path:
+    return Path(csv_path).with_suffix(".json")
+
+
+def write_sidecar(csv_path: Path | str, metadata: Mapping[str, Any]) -> Path:
+    path = sidecar_path(csv_path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION, **metadata}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)  # never a half-written sidecar
+    return path
+
+
+def read_sidecar(csv_path: Path | str) -> dict[str, Any]:
+    path = sidecar_path(csv_path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: missing run sidecar (device and software metadata)") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: malformed sidecar JSON ({exc.msg} at line {exc.lineno})") from None
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema_version {data.get('schema_version')!r}; this rooflab reads "
+                           f"{SCHEMA_VERSION}")
+    return data
