@@ -107,7 +107,7 @@ def _target(args):
     return device.detect(interpret=False)
 
 
-def _sweep(points, args, suite: str, target) -> int:
+def _sweep(points, args, suite: str, target) -> tuple[int, Path]:
     from bench.sweep import Shard, SweepOptions, new_run_id, run_sweep
 
     if args.out:
@@ -123,7 +123,7 @@ def _sweep(points, args, suite: str, target) -> int:
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to do"
     note = " (interpreter: correctness only, no timings)" if args.interpret else ""
     print(f"{summary.out}: {counts}{note}")
-    return 1 if summary.counts.get("failed") else 0
+    return (1 if summary.counts.get("failed") else 0), summary.out
 
 
 def cmd_sweep(args) -> int:
@@ -136,7 +136,20 @@ def cmd_sweep(args) -> int:
         points = expand(get_suite(args.suite).sweeps)
     else:
         points = _adhoc_points(args)
-    return _sweep(points, args, args.suite or "", target)
+    return _sweep(points, args, args.suite or "", target)[0]
+
+
+def cmd_ceilings(args) -> int:
+    """The ceilings suite, then its ceilings table beside the run."""
+    from analysis.ceilings import write_ceilings
+
+    args.suite, args.kernel = "ceilings", None
+    target = _target(args)
+    from bench.suites import expand, get_suite
+
+    status, out = _sweep(expand(get_suite("ceilings").sweeps), args, "ceilings", target)
+    print(f"ceilings: {write_ceilings(out)}")
+    return status
 
 
 def _report(results: Path, out: Path) -> int:
@@ -163,7 +176,7 @@ def cmd_run(args) -> int:
         for suite in MAIN_SUITES:
             sweep_args = argparse.Namespace(**{**vars(args), "suite": suite, "kernel": None, "out": None,
                                                "interpret": False, "resume": False, "shard": None})
-            status = max(status, cmd_sweep(sweep_args))
+            status = max(status, (cmd_ceilings if suite == "ceilings" else cmd_sweep)(sweep_args))
     else:
         print(f"no CUDA device: building the report from the results in {args.results}/")
     return max(status, _report(Path(args.results), Path(args.report)))
@@ -207,6 +220,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--suite", help="named suite (see `rooflab suites`)")
     _add_run_options(s)
     s.set_defaults(fn=cmd_sweep)
+
+    e = sub.add_parser("ceilings", help="measure the device's ceilings (suite `ceilings`) and store the "
+                                        "ceilings table beside the run")
+    _add_run_options(e)
+    e.set_defaults(fn=cmd_ceilings)
 
     r = sub.add_parser("report", help="Markdown report and plots from result files (no GPU needed)")
     r.add_argument("--results", default=str(DEFAULT_RESULTS))

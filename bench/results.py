@@ -52,7 +52,8 @@ METRIC_COLUMNS = (
     "rel_err",  # relative Frobenius error against the reference
     "error",  # why a point failed or was skipped
     "config",  # the variant/autotune config that ran
-    "launch",  # "graph" (CUDA-graph replay) or "stream"
+    "graph",  # CUDA-graph policy asked for: auto / always / never
+    "launch",  # what ran: "graph" (CUDA-graph replay) or "stream"
     "sm_clock_mhz",  # SM clock read right after the point (NVML)
     "throttle",  # clock-throttle reasons seen during the point, "" if none
     "timestamp",

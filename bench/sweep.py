@@ -78,9 +78,10 @@ class Summary:
     run_id: str
 
 
-def point_key_text(kernel: str, impl: str, dtype: str, axis_values: Iterable[object]) -> tuple[str, ...]:
+def point_key_text(kernel: str, impl: str, dtype: str, axis_values: Iterable[object], l2: str,
+                   graph: str) -> tuple[str, ...]:
     """A point's identity as the CSV stores it (all text), for --resume."""
-    return (kernel, impl, dtype, *(str(v) for v in axis_values))
+    return (kernel, impl, dtype, *(str(v) for v in axis_values), l2, graph)
 
 
 def _recorded_keys(path: Path) -> set[tuple[str, ...]]:
@@ -90,7 +91,8 @@ def _recorded_keys(path: Path) -> set[tuple[str, ...]]:
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             spec = registry.get(row["kernel"])
-            keys.add(point_key_text(row["kernel"], row["impl"], row["dtype"], (row[a.name] for a in spec.axes)))
+            keys.add(point_key_text(row["kernel"], row["impl"], row["dtype"], (row[a.name] for a in spec.axes),
+                                    row["l2"], row["graph"]))
     return keys
 
 
@@ -120,8 +122,14 @@ class Runner:
         if backend is None and self.mode is Mode.CUDA:
             self.backend = CudaBackend(target.caps.l2_bytes)
 
+    def key_text(self, point: Point) -> tuple[str, ...]:
+        policy = self.policy.with_overrides(point.timing)
+        return point_key_text(point.kernel, point.impl, point.case.dtype.value, (v for _, v in point.case.values),
+                              policy.l2.value, policy.graph.value)
+
     def row(self, point: Point, base: dict) -> dict:
         spec = registry.get(point.kernel)
+        policy = self.policy.with_overrides(point.timing)
         impl = spec.impl(point.impl)
         case = point.case
         flops = spec.flops(case)
@@ -134,7 +142,7 @@ class Runner:
             "flops": flops, "bytes": nbytes, "intensity": flops / nbytes if nbytes else None,
             "footprint_bytes": footprint,
             "l2_resident": bool(self.target.caps.l2_bytes and footprint < self.target.caps.l2_bytes),
-            "l2": self.policy.l2.value,
+            "l2": policy.l2.value, "graph": policy.graph.value,
             "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         reason = point.skip or spec.skip_reason(case, impl, self.target.caps)
@@ -143,9 +151,9 @@ class Runner:
                       f"{self.target.caps.memory_bytes / 2**30:.1f} GiB")
         if reason:
             return {**row, "status": Status.SKIPPED, "error": reason}
-        return {**row, **self._run(spec, impl, point)}
+        return {**row, **self._run(spec, impl, point, policy)}
 
-    def _run(self, spec, impl, point: Point) -> dict:
+    def _run(self, spec, impl, point: Point, policy: SamplingPolicy) -> dict:
         checked = None
         try:
             checked = check_point(spec, impl, point.case, self.target.torch_device, _seed_for(point, self.run_seed))
@@ -154,7 +162,7 @@ class Runner:
                 return {**result, "status": Status.FAILED, "error": checked.message()}
             if self.mode is Mode.INTERPRET:
                 return {**result, "status": Status.OK}
-            m = measure(checked.launch.run, self.backend, self.policy)
+            m = measure(checked.launch.run, self.backend, policy)
             clock, throttle = devices.clock_and_throttle(self.target.torch_device.index or 0)
             flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
             return {
@@ -211,9 +219,8 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
             "timing": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(options.policy).items()},
         }
     run_id = metadata["run_id"]
-    todo = [p for p in points if point_key_text(p.kernel, p.impl, p.case.dtype.value,
-                                                (v for _, v in p.case.values)) not in done]
     runner = Runner(target, options.policy, run_seed, backend)
+    todo = [p for p in points if runner.key_text(p) not in done]
     base = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "suite": options.suite, "device": target.slug,
             "mode": runner.mode.value}
     counts: Counter[str] = Counter()

@@ -8,11 +8,12 @@ the GPU busy while the host enqueues the next launch, so host launch overhead st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -63,6 +64,16 @@ class SamplingPolicy:
     l2: L2Mode = L2Mode.COLD
     graph: GraphMode = GraphMode.AUTO
     graph_below_s: float = 100e-6
+
+    def with_overrides(self, overrides: Iterable[tuple[str, str]]) -> "SamplingPolicy":
+        """This policy with a sweep's l2/graph settings applied."""
+        kinds = {"l2": L2Mode, "graph": GraphMode}
+        values = {}
+        for name, value in overrides:
+            if name not in kinds:
+                raise ValueError(f"timing override {name!r} is not one of: {', '.join(kinds)}")
+            values[name] = kinds[name](value)
+        return dataclasses.replace(self, **values) if values else self
 
     def __post_init__(self):
         if self.min_samples < 1 or self.max_samples < self.min_samples:

@@ -15,6 +15,10 @@ from kernels.spec import KernelSpec, UsageError
 FAMILIES: dict[str, tuple[str, str]] = {
     "copy": ("kernels.stream", "COPY"),
     "triad": ("kernels.stream", "TRIAD"),
+    "read": ("kernels.ceilings", "READ"),
+    "write": ("kernels.ceilings", "WRITE"),
+    "fma": ("kernels.ceilings", "FMA"),
+    "launch": ("kernels.ceilings", "LAUNCH"),
 }
 
 

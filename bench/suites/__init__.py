@@ -37,12 +37,14 @@ class Sweep:
     dtypes: tuple[str, ...]
     grid: Values  # axis -> tuple of values, crossed
     shapes: tuple[Shape, ...] = (Shape("", ()),)
+    timing: Values = ()  # SamplingPolicy overrides for these points, e.g. (("l2", "warm"),)
 
     @classmethod
-    def make(cls, kernel: str, impls: Iterable[str], dtypes: Iterable[str],
-             shapes: Iterable[Shape] = (), **grid: Iterable[Any]) -> "Sweep":
+    def make(cls, kernel: str, impls: Iterable[str], dtypes: Iterable[str], shapes: Iterable[Shape] = (),
+             timing: dict[str, str] | None = None, **grid: Iterable[Any]) -> "Sweep":
         shapes = tuple(shapes) or (Shape("", ()),)
-        return cls(kernel, tuple(impls), tuple(dtypes), tuple((k, tuple(v)) for k, v in grid.items()), shapes)
+        return cls(kernel, tuple(impls), tuple(dtypes), tuple((k, tuple(v)) for k, v in grid.items()), shapes,
+                   tuple((timing or {}).items()))
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,22 @@ class Point:
     impl: str
     label: str = ""
     skip: str = field(default="", compare=False)
+    timing: Values = ()  # SamplingPolicy overrides (l2, graph) from the sweep
 
     @property
     def kernel(self) -> str:
         return self.case.kernel
 
     def key(self) -> tuple:
-        """Identity of a point across runs: kernel, impl, dtype and every axis value."""
-        return (self.case.kernel, self.impl, self.case.dtype.value, *(v for _, v in self.case.values))
+        """Identity of a point within a suite: kernel, impl, dtype, every axis value, timing overrides."""
+        return (self.case.kernel, self.impl, self.case.dtype.value, *(v for _, v in self.case.values), *self.timing)
 
 
 # suite name -> (module, attribute); imported on first use like the kernel registry
 SUITES: dict[str, tuple[str, str]] = {
     "stream": ("bench.suites.stream", "STREAM"),
     "smoke": ("bench.suites.stream", "SMOKE"),
+    "ceilings": ("bench.suites.ceilings", "CEILINGS"),
 }
 
 
@@ -110,6 +114,6 @@ def expand(sweeps: Iterable[Sweep]) -> list[Point]:
                     else:
                         case = spec.case(dtype, **values)
                     for impl in sweep.impls:
-                        point = Point(case, impl, shape.label, skip)
+                        point = Point(case, impl, shape.label, skip, sweep.timing)
                         points.setdefault(point.key(), point)
     return list(points.values())
