@@ -105,6 +105,19 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+# Errors after which the CUDA context is unusable: every later point in this process would fail too.
+_STICKY_CUDA_ERRORS = ("illegal memory access", "unspecified launch failure", "illegal instruction",
+                       "misaligned address", "device-side assert")
+
+
+def sticky_cuda_error(message: str) -> bool:
+    return any(text in message for text in _STICKY_CUDA_ERRORS)
+
+
+class ContextLost(UsageError):
+    """The CUDA context died; the rows so far are kept and --resume continues after the bad point."""
+
+
 def new_run_id(now: dt.datetime, label: str) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{label or 'adhoc'}"
 
@@ -119,6 +132,7 @@ class Runner:
         self.run_seed = run_seed
         self.mode = Mode.INTERPRET if target.caps.interpret else Mode.CUDA
         self.backend = backend
+        self._last_error = ""
         if backend is None and self.mode is Mode.CUDA:
             self.backend = CudaBackend(target.caps.l2_bytes)
 
@@ -155,6 +169,7 @@ class Runner:
 
     def _run(self, spec, impl, point: Point, policy: SamplingPolicy) -> dict:
         checked = None
+        self._last_error = ""
         try:
             checked = check_point(spec, impl, point.case, self.target.torch_device, _seed_for(point, self.run_seed))
             result = {"rel_err": checked.rel_err, "config": checked.launch.config()}
@@ -175,10 +190,11 @@ class Runner:
         except torch.cuda.OutOfMemoryError:
             return {"status": Status.FAILED, "error": "out of memory"}
         except Exception as exc:  # a compile error or bad config fails this point, not the sweep
-            return {"status": Status.FAILED, "error": _first_line(exc)}
+            self._last_error = _first_line(exc)
+            return {"status": Status.FAILED, "error": self._last_error}
         finally:
             del checked
-            if self.mode is Mode.CUDA:
+            if self.target.torch_device.type == "cuda" and not sticky_cuda_error(self._last_error):
                 torch.cuda.synchronize()
                 torch.cuda.empty_cache()
 
@@ -232,6 +248,9 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
             counts[Status(row["status"]).value] += 1
             if on_row:
                 on_row(row)
+            if runner.mode is Mode.CUDA and sticky_cuda_error(str(row.get("error", ""))):
+                raise ContextLost(f"CUDA context lost at {point.case.label()} {point.impl} ({row['error']}); "
+                                  f"rows so far are in {out}: rerun with --out {out} --resume")
     metadata["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if runner.mode is Mode.CUDA:
         metadata["device_after"] = devices.nvml_snapshot(target.torch_device.index or 0)

@@ -70,3 +70,40 @@ class FakeGpu:
             return None
         self.captured += 1
         return fn
+
+
+class _HostMarker:
+    def __init__(self):
+        self.t = 0.0
+
+    def record(self) -> None:
+        import time
+
+        self.t = time.perf_counter()
+
+    def elapsed_s(self, end: "_HostMarker") -> float:
+        return end.t - self.t
+
+
+class HostClockBackend:
+    """Times real (CPU) work with the host clock: lets a whole sweep run 'timed' without a GPU."""
+
+    def __init__(self):
+        self.flushes = 0
+
+    def event(self) -> _HostMarker:
+        return _HostMarker()
+
+    def flush_l2(self) -> None:
+        self.flushes += 1
+
+    def synchronize(self) -> None:
+        pass
+
+    def host_time(self) -> float:
+        import time
+
+        return time.perf_counter()
+
+    def capture(self, fn):
+        return None
