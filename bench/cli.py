@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from kernels.spec import UsageError
+from kernels.errors import UsageError
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_REPORT = Path("results") / "report"
@@ -164,7 +164,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    raise UsageError("`rooflab compare` is not implemented yet: it arrives with the regression-gate issue")
+    from bench.compare import run_compare
+
+    return run_compare(args.base, args.new, threshold=args.threshold, k=args.noise_k, normalize=args.normalize,
+                       allow_different_devices=args.allow_different_devices, json_path=args.json)
 
 
 def cmd_run(args) -> int:
@@ -231,9 +234,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=str(DEFAULT_REPORT))
     r.set_defaults(fn=cmd_report)
 
-    c = sub.add_parser("compare", help="regression gate between two runs (stub until the regression-gate issue)")
-    c.add_argument("base")
-    c.add_argument("new")
+    c = sub.add_parser("compare", help="regression gate: NEW against BASE point by point, noise-aware; "
+                                       "exit 1 on a regression",
+                       description="A slowdown counts when new/base − 1 > max(threshold, k × √(cv_base² + cv_new²)); "
+                                   "improvements likewise. Points ok in BASE and failed in NEW are regressions.")
+    c.add_argument("base", help="baseline: a results CSV (with its .json sidecar) or a directory of them")
+    c.add_argument("new", help="the run to judge: a results CSV or a directory of them")
+    c.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
+    c.add_argument("-k", "--noise-k", type=float, default=3.0,
+                   help="a change must also exceed k × the points' combined noise (default 3)")
+    c.add_argument("--normalize", choices=("none", "dram", "tensor", "roofline"), default="none",
+                   help="scale each run by its own measured ceilings (two nodes of one SKU): dram = by DRAM "
+                        "bandwidth, tensor = by tensor-core FLOP/s, roofline = DRAM below the ridge, tensor above")
+    c.add_argument("--allow-different-devices", action="store_true",
+                   help="compare runs from different devices (name, SM count, memory, capability)")
+    c.add_argument("--json", metavar="FILE", help="write every point's verdict to FILE as JSON")
     c.set_defaults(fn=cmd_compare)
 
     m = sub.add_parser("run", help="main job: the main suites on a GPU, then the report; "

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from kernels.spec import UsageError
+from kernels.errors import UsageError
 
 SCHEMA_VERSION = 1
 

@@ -14,9 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-
-class UsageError(ValueError):
-    """Bad input from a user: printed as one line by the CLI, never as a traceback."""
+from kernels.errors import UsageError
 
 
 class DType(str, Enum):
@@ -149,6 +147,7 @@ class Impl:
     summary: str = ""
     skip: SkipFn | None = None  # reason this impl cannot run a case on a device, or None
     bytes: Callable[[Case], int] | None = None  # its own traffic when it differs (fp16 baseline of a quantized op)
+    footprint: Callable[[Case], int] | None = None  # its own resident bytes when it differs (a gathered copy)
 
 
 @dataclass(frozen=True)
@@ -201,8 +200,9 @@ class KernelSpec:
     def bytes_for(self, case: Case, impl: Impl) -> int:
         return (impl.bytes or self.bytes)(case)
 
-    def footprint_bytes(self, case: Case) -> int:
-        return (self.footprint or self.bytes)(case)
+    def footprint_bytes(self, case: Case, impl: Impl | None = None) -> int:
+        own = impl.footprint if impl is not None else None
+        return (own or self.footprint or self.bytes)(case)
 
     def skip_reason(self, case: Case, impl: Impl, caps: DeviceCaps) -> str | None:
         for rule in (self.skip, impl.skip):

@@ -14,7 +14,7 @@ from bench.results import (
     read_sidecar,
     write_sidecar,
 )
-from kernels.spec import UsageError
+from kernels.errors import UsageError
 
 
 def _row(**over):

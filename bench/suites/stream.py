@@ -1,6 +1,6 @@
-"""Suites for the STREAM-style memory kernels."""
+"""Suites for the STREAM-style memory kernels, and the install-check suite."""
 
-from bench.suites import Suite, Sweep
+from bench.suites import Shape, Suite, Sweep
 
 # 1 MiB … 4 GiB per array in fp32 (2^18 … 2^30 elements); odd sizes show the masked tail's cost
 STREAM_SIZES = tuple(2**i for i in range(18, 31)) + (2**24 + 1, 3 * 2**26 + 7)
@@ -14,11 +14,29 @@ STREAM = Suite(
     ),
 )
 
+ODD_LINEAR = (Shape.of("odd.77x131", N=77, K=131),)
+
 SMOKE = Suite(
     "smoke",
-    "a handful of tiny points for checking an install (runs under --interpret)",
+    "tiny odd-sized points of every family, for checking an install (runs under --interpret)",
     (
         Sweep.make("copy", ("triton", "torch"), ("fp32", "fp16"), N=(1, 4097)),
         Sweep.make("triad", ("triton", "torch"), ("fp32",), N=(1000,)),
+        Sweep.make("read", ("triton",), ("fp32",), N=(5000,)),
+        Sweep.make("write", ("triton", "torch"), ("fp16",), N=(4097,)),
+        Sweep.make("fma", ("triton",), ("fp32",), N=(1000,), iters=(16,)),
+        Sweep.make("launch", ("triton", "torch"), ("fp32",), count=(2,)),
+        Sweep.make("gemv", ("triton", "torch"), ("fp16", "fp32"), shapes=ODD_LINEAR, M=(1, 3)),
+        Sweep.make("gemm", ("triton", "torch"), ("fp16", "fp32"), shapes=ODD_LINEAR, M=(17,)),
+        Sweep.make("attn_prefill", ("triton", "torch"), ("fp16",), batch=(1,), heads=(2,), kv_heads=(1,),
+                   seq=(37,), head_dim=(32,), causal=(True, False)),
+        Sweep.make("attn_decode", ("triton", "torch"), ("fp16",), batch=(2,), heads=(4,), kv_heads=(2,),
+                   q_len=(1, 3), context=(67,), head_dim=(32,), cache=("contiguous", "paged")),
+        Sweep.make("dequant", ("triton", "torch"), ("fp16",), format=("int8", "int4", "fp8", "mxfp4"),
+                   group_size=(32,), N=(33,), K=(128,)),
+        Sweep.make("qgemv", ("triton", "torch"), ("fp16",), format=("int4", "mxfp4"), group_size=(32,),
+                   M=(1, 3), N=(33,), K=(96,)),
+        Sweep.make("qgemm", ("triton", "torch_dequant"), ("fp16",), format=("int8",), group_size=(128,),
+                   M=(17,), N=(33,), K=(256,)),
     ),
 )
