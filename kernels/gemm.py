@@ -1,0 +1,452 @@
+"""Linear layer y = x·Wᵀ as a tiled GEMM (family ``gemm``), plus the one shared linear reference.
+
+x: [M, K], W: [N, K] like ``nn.Linear.weight`` (or any strides, e.g. the transposed view of a
+[K, N] buffer), y: [M, N]. fp16/bf16 accumulate in fp32; fp32 runs on tensor cores as tf32
+(``input_precision="tf32"``; the torch baseline is switched to tf32 as well so the two are
+comparable); fp8 e4m3 takes per-row scales for x and per-output-channel scales for W and writes
+bf16, with the fp8 tensor-core partial sums promoted to fp32 every BLOCK_K (like cuBLAS without
+fast accumulation).
+
+Two variants: ``tiled`` (pointer loads, the path the interpreter tests, any strides) and
+``tma`` (persistent, host TensorDescriptors; Hopper+, unit inner strides, 16-byte aligned rows).
+Triton proves 16-byte alignment only from strides divisible by 16, so a row stride (K) that is
+not a multiple of 16 gets element loads and an unpipelined K loop: correct, but slow. The
+``gemv`` family (kernels/gemv.py) reuses this module's inputs, reference, cost model and torch
+baseline.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.gemm_fp8 import fp8_skip, quantize_rowwise, scaled_mm_launch, scaled_mm_skip
+from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
+from kernels.tuning import describe, for_interpreter, interpreting
+
+GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2
+
+
+class GemmVariant(str, Enum):
+    TILED = "tiled"
+    TMA = "tma"  # persistent, TMA loads and stores (Hopper+)
+
+
+def _config(bm: int, bn: int, bk: int, warps: int, stages: int, **extra) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": GROUP_M}, num_warps=warps,
+                         num_stages=stages, **extra)
+
+
+def gemm_configs() -> list[triton.Config]:
+    """Hopper-sized tiles, largest first: 128×256 with 8 warps (two warpgroups) is the wgmma
+    sweet spot; 64-row tiles serve small M; BLOCK_K=128 suits fp8 (same bytes as fp16 at 64)."""
+    return [
+        _config(128, 256, 64, 8, 3),
+        _config(128, 256, 64, 8, 4),
+        _config(256, 128, 64, 8, 3),
+        _config(128, 256, 128, 8, 3),
+        _config(128, 128, 64, 4, 4),
+        _config(128, 128, 64, 8, 3),
+        _config(128, 128, 128, 8, 3),
+        _config(64, 256, 64, 4, 4),
+        _config(64, 128, 64, 4, 4),
+        _config(64, 64, 128, 4, 4),
+        _config(32, 64, 128, 4, 4),
+        _config(16, 64, 128, 4, 4),
+        _config(128, 256, 32, 8, 3),  # BLOCK_K=32 tiles keep fp32 (tf32) pipelines within shared memory
+        _config(128, 128, 32, 8, 4),
+    ]
+
+
+def _set_tma_blocks(nargs):
+    """Autotune pre-hook: the host descriptors' block shapes follow the config being run."""
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    nargs["x_desc"].block_shape = [bm, bk]
+    nargs["w_desc"].block_shape = [bn, bk]
+    nargs["y_desc"].block_shape = [bm, bn]
+
+
+def gemm_tma_configs() -> list[triton.Config]:
+    """Tiles for the persistent TMA kernel (its epilogue also stages a BLOCK_M×BLOCK_N tile in smem)."""
+    shapes = [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (128, 256, 128, 8, 3), (128, 128, 128, 8, 3),
+              (64, 256, 64, 4, 4), (64, 128, 128, 4, 4), (128, 128, 32, 8, 4)]
+    return [_config(*shape, pre_hook=_set_tma_blocks) for shape in shapes]
+
+
+def shared_memory_bytes(config: triton.Config, in_size: int, out_size: int, tma: bool) -> int:
+    """Pipeline buffers (stages × both operand tiles) plus, for TMA, the staged output tile."""
+    k = config.kwargs
+    buffers = config.num_stages * (k["BLOCK_M"] + k["BLOCK_N"]) * k["BLOCK_K"] * in_size
+    return buffers + (k["BLOCK_M"] * k["BLOCK_N"] * out_size if tma else 0)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_memory_limit(device_index: int) -> int:
+    return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
+
+
+def _prune(configs, named_args, tma: bool):
+    """Keep tiles that fit the problem (no block far beyond M, N, K) and the device's shared memory."""
+    M, N, K = named_args["M"], named_args["N"], named_args["K"]
+    x = named_args["x_desc"].base if tma else named_args["x_ptr"]
+    y = named_args["y_desc"].base if tma else named_args["y_ptr"]
+    useful = [
+        c for c in configs
+        if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(M))
+        and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(N))
+        and c.kwargs["BLOCK_K"] <= max(64, triton.next_power_of_2(K))
+    ] or configs
+    if not interpreting():
+        limit = shared_memory_limit(x.device.index)
+        smem = functools.partial(shared_memory_bytes, in_size=x.element_size(), out_size=y.element_size(), tma=tma)
+        useful = [c for c in useful if smem(c) <= limit] or [min(useful, key=smem)]
+    return for_interpreter(useful)
+
+
+def prune_gemm_configs(configs, named_args, **kwargs):
+    return _prune(configs, {**named_args, **kwargs}, tma=False)
+
+
+def prune_gemm_tma_configs(configs, named_args, **kwargs):
+    return _prune(configs, {**named_args, **kwargs}, tma=True)
+
+
+@triton.jit
+def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Grouped ordering: consecutive tiles walk GROUP_M row tiles down one W column tile."""
+    per_group = GROUP_M * num_pid_n
+    first_m = (tile // per_group) * GROUP_M
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (tile % per_group) % group_m
+    pid_n = (tile % per_group) // group_m
+    return pid_m, pid_n
+
+
+@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "stride_wk"],
+                 prune_configs_by={"early_config_prune": prune_gemm_configs})
+@triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+@triton.jit
+def _gemm_kernel(
+    x_ptr, w_ptr, x_scale_ptr, w_scale_ptr,  # in: x [M, K], W [N, K], fp8 scales [M], [N] (else None)
+    y_ptr,  # out: [M, N]
+    M, N, K,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_ym, stride_yn,
+    HAS_SCALES: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
+    """y[m, n] = Σ_k x[m, k]·W[n, k] (·sx[m]·sw[n] for fp8) for one BLOCK_M×BLOCK_N tile.
+
+    The W tile is read as Wᵀ [BLOCK_K, BLOCK_N] through its strides, so a K-major ([N, K]) and an
+    N-major ([K, N] buffer) W take the same code. Rows/columns past M/N are masked (zeros); the K
+    mask is compiled out when BLOCK_K divides K.
+    """
+    pid_m, pid_n = _tile_coords(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None].to(tl.int64) * stride_xm + offs_k[None, :] * stride_xk
+    w_ptrs = w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :].to(tl.int64) * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+            w = tl.load(w_ptrs, mask=mask_n[None, :], other=0.0)
+        else:
+            k_left = K - k * BLOCK_K
+            x = tl.load(x_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
+            w = tl.load(w_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
+        if HAS_SCALES:  # fp8: promote tensor-core partial sums to the fp32 accumulator every BLOCK_K
+            acc = tl.dot(x, w, acc, max_num_imprecise_acc=BLOCK_K)
+        else:
+            acc = tl.dot(x, w, acc, input_precision="tf32")
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    if HAS_SCALES:
+        acc *= tl.load(x_scale_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
+        acc *= tl.load(w_scale_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+    y_ptrs = y_ptr + offs_m[:, None].to(tl.int64) * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+# descriptors carry no ``dtype`` attribute, so the autotuner cannot key on them: DTYPE_KEY does
+@triton.autotune(configs=gemm_tma_configs(), key=["M", "N", "K", "DTYPE_KEY"],
+                 prune_configs_by={"early_config_prune": prune_gemm_tma_configs})
+@triton.jit
+def _gemm_tma_kernel(
+    x_desc, w_desc, x_scale_ptr, w_scale_ptr,  # in: descriptors of x [M, K] and W [N, K]; fp8 scales or None
+    y_desc,  # out: descriptor of y [M, N]
+    M, N, K,
+    HAS_SCALES: tl.constexpr, DTYPE_KEY: tl.constexpr,  # DTYPE_KEY: autotune key only, e.g. "torch.float16"
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    NUM_SMS: tl.constexpr,
+):
+    """Persistent y = x·Wᵀ: NUM_SMS programs stride over the tiles in grouped order; TMA zero-fills
+    loads past the edges and clips the stores, so no masks are needed."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
+        pid_m, pid_n = _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            x = x_desc.load([off_m, ki * BLOCK_K])
+            w = w_desc.load([off_n, ki * BLOCK_K])
+            if HAS_SCALES:
+                acc = tl.dot(x, tl.trans(w), acc, max_num_imprecise_acc=BLOCK_K)
+            else:
+                acc = tl.dot(x, tl.trans(w), acc, input_precision="tf32")
+        if HAS_SCALES:
+            offs_m = off_m + tl.arange(0, BLOCK_M)
+            offs_n = off_n + tl.arange(0, BLOCK_N)
+            acc *= tl.load(x_scale_ptr + offs_m, mask=offs_m < M, other=0.0)[:, None]
+            acc *= tl.load(w_scale_ptr + offs_n, mask=offs_n < N, other=0.0)[None, :]
+        y_desc.store([off_m, off_n], acc.to(y_desc.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher
+# ---------------------------------------------------------------------------------------------
+
+LINEAR_DTYPES = {torch.float16: torch.float16, torch.bfloat16: torch.bfloat16, torch.float32: torch.float32,
+                 torch.float8_e4m3fn: torch.bfloat16}  # input dtype -> output dtype
+
+
+def check_linear_args(x, w, out, x_scale, w_scale) -> torch.Tensor:
+    """Validate a y = x·Wᵀ call (shared with gemv); returns ``out``, allocated when None."""
+    if x.dim() != 2 or w.dim() != 2:
+        raise ValueError(f"x and W must be 2-D ([M, K] and [N, K]), got {tuple(x.shape)} and {tuple(w.shape)}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"K mismatch: x is {tuple(x.shape)}, W is {tuple(w.shape)} (W must be [N, K])")
+    if x.dtype != w.dtype or x.dtype not in LINEAR_DTYPES:
+        valid = ", ".join(str(d).removeprefix("torch.") for d in LINEAR_DTYPES)
+        raise ValueError(f"x and W need one dtype among {valid}; got {x.dtype} and {w.dtype}")
+    if x.device != w.device:
+        raise ValueError(f"x and W are on different devices ({x.device}, {w.device})")
+    fp8 = x.dtype == torch.float8_e4m3fn
+    if (x_scale is not None, w_scale is not None) != (fp8, fp8):
+        raise ValueError("fp8 x and W need x_scale [M] and w_scale [N] (fp32); other dtypes take no scales")
+    if fp8:
+        if w.stride(1) != 1:
+            raise ValueError("fp8 W must be K-major (stride 1 along K, w_layout nk), as fp8 tensor cores need")
+        for name, scale, n in (("x_scale", x_scale, x.shape[0]), ("w_scale", w_scale, w.shape[0])):
+            if scale.shape != (n,) or scale.dtype != torch.float32 or scale.device != x.device:
+                raise ValueError(f"{name} must be fp32 of shape ({n},) on {x.device}, got {scale.dtype} "
+                                 f"{tuple(scale.shape)} on {scale.device}")
+    shape, out_dtype = (x.shape[0], w.shape[0]), LINEAR_DTYPES[x.dtype]
+    if out is None:
+        return torch.empty(shape, dtype=out_dtype, device=x.device)
+    if out.shape != shape or out.dtype != out_dtype or out.device != x.device:
+        raise ValueError(f"out must be {out_dtype} of shape {shape} on {x.device}, got {out.dtype} "
+                         f"{tuple(out.shape)} on {out.device}")
+    return out
+
+
+def _rows_tma_ready(t: torch.Tensor) -> bool:
+    return t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
+
+
+def tma_eligible(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> bool:
+    """TMA needs a Hopper+ GPU (not the interpreter), unit inner strides and 16-byte aligned rows."""
+    if interpreting() or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) < (9, 0):
+        return False
+    return all(_rows_tma_ready(t) for t in (x, w, out))
+
+
+def gemm_variant(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> GemmVariant:
+    """The variant ``gemm`` runs when none is forced: TMA where it can, except for M ≤ 64, where
+    the tiled kernel's 16- and 32-row tiles waste less than TMA's 64-row ones."""
+    return GemmVariant.TMA if x.shape[0] > 64 and tma_eligible(x, w, out) else GemmVariant.TILED
+
+
+def _launch(kernel, grid, args, config: triton.Config | None, **constants):
+    """Autotuned launch, or one fixed config (the GPU tests run every config this way)."""
+    if config is None:
+        kernel[grid](*args, **constants)
+        return
+    meta = config.all_kwargs()
+    if config.pre_hook is not None:
+        config.pre_hook({**dict(zip(kernel.arg_names, args)), **constants, **meta})
+    kernel.fn[grid](*args, **constants, **meta)
+
+
+def gemm(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None, *,
+         x_scale: torch.Tensor | None = None, w_scale: torch.Tensor | None = None,
+         variant: GemmVariant | str | None = None, config: triton.Config | None = None) -> torch.Tensor:
+    """y = x·Wᵀ (W: [N, K], any strides; fp8 also takes x_scale [M] and w_scale [N] and writes bf16).
+
+    ``variant`` forces tiled or tma (default: :func:`gemm_variant`); ``config`` skips autotuning.
+    """
+    out = check_linear_args(x, w, out, x_scale, w_scale)
+    M, K = x.shape
+    N = w.shape[0]
+    variant = gemm_variant(x, w, out) if variant is None else GemmVariant(variant)
+    if variant is GemmVariant.TMA and not tma_eligible(x, w, out):
+        raise ValueError("the tma variant needs a Hopper+ GPU, unit inner strides and 16-byte aligned rows")
+    if M == 0 or N == 0:
+        return out
+    if K == 0:
+        return out.zero_()
+    has_scales = x_scale is not None
+    tiles = lambda meta: triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])  # noqa: E731
+    if variant is GemmVariant.TILED:
+        args = (x, w, x_scale, w_scale, out, M, N, K, *x.stride(), *w.stride(), *out.stride(), has_scales)
+        _launch(_gemm_kernel, lambda meta: (tiles(meta),), args, config)
+        return out
+    from triton.tools.tensor_descriptor import TensorDescriptor  # host TMA descriptors (triton >= 3.4)
+
+    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    x_desc, w_desc, y_desc = (TensorDescriptor.from_tensor(t, [1, 1]) for t in (x, w, out))  # pre-hook sets blocks
+    args = (x_desc, w_desc, x_scale, w_scale, y_desc, M, N, K, has_scales, str(x.dtype))
+    _launch(_gemm_tma_kernel, lambda meta: (min(num_sms, tiles(meta)),), args, config, NUM_SMS=num_sms)
+    return out
+
+
+def last_config(variant: GemmVariant) -> str:
+    """Which variant and autotuned config the last ``gemm`` call of that variant ran."""
+    kernel = _gemm_tma_kernel if variant is GemmVariant.TMA else _gemm_kernel
+    return f"{variant.value} {describe(kernel.best_config)}"
+
+
+def linear_reference(x: torch.Tensor, w: torch.Tensor, x_scale: torch.Tensor | None = None,
+                     w_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x·Wᵀ in float64 from the (dequantised, for fp8) input values: the one linear reference."""
+    x64, w64 = x.to(torch.float64), w.to(torch.float64)
+    if x_scale is not None:
+        x64 = x64 * x_scale.to(torch.float64)[:, None]
+        w64 = w64 * w_scale.to(torch.float64)[:, None]
+    return x64 @ w64.t()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs, cost model and specs (shared with kernels/gemv.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_axes(default_m: int) -> tuple[Axis, ...]:
+    return (
+        Axis("M", int, default_m, "batch: rows of x and y", minimum=1),
+        Axis("N", int, 4096, "output features: rows of W", minimum=1),
+        Axis("K", int, 4096, "input features", minimum=1),
+        Axis("w_layout", str, "nk", "nk: W stored [N, K] row-major (nn.Linear); kn: a [K, N] row-major "
+             "buffer passed as its transposed view", choices=("nk", "kn")),
+    )
+
+
+def linear_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
+    """x ~ N(0, 1), W ~ N(0, 1/K) (so y ~ N(0, 1) for any K); fp8 quantises both with row scales."""
+    M, N, K = case["M"], case["N"], case["K"]
+    fp8 = case.dtype is DType.FP8
+    dtype = torch.float32 if fp8 else case.dtype.torch
+    x = scaled_randn((M, K), dtype=dtype, device=device, generator=gen)
+    if case["w_layout"] == "kn":
+        w = scaled_randn((K, N), dtype=dtype, device=device, generator=gen, fan_in=K).t()
+    else:
+        w = scaled_randn((N, K), dtype=dtype, device=device, generator=gen, fan_in=K)
+    inputs: Inputs = {"x": x, "w": w, "x_scale": None, "w_scale": None}
+    if fp8:
+        inputs["x"], inputs["x_scale"] = quantize_rowwise(x)
+        inputs["w"], inputs["w_scale"] = quantize_rowwise(w)  # per output channel: rows of W
+        if case["w_layout"] == "kn":  # keep the layout (the launcher rejects it with a clear error)
+            inputs["w"] = inputs["w"].t().contiguous().t()
+    inputs["out"] = poisoned((M, N), dtype=LINEAR_DTYPES[inputs["x"].dtype], device=device)
+    return inputs
+
+
+def linear_reference_of(inputs: Inputs, case: Case) -> torch.Tensor:
+    return linear_reference(inputs["x"], inputs["w"], inputs["x_scale"], inputs["w_scale"])
+
+
+def linear_flops(case: Case) -> int:
+    return 2 * case["M"] * case["N"] * case["K"]
+
+
+def linear_bytes(case: Case) -> int:
+    """x and W read once, y written once (bf16 for fp8), plus the fp32 scales for fp8."""
+    M, N, K = case["M"], case["N"], case["K"]
+    out_size = DType.BF16.itemsize if case.dtype is DType.FP8 else case.dtype.itemsize
+    scales = 4 * (M + N) if case.dtype is DType.FP8 else 0
+    return (M * K + N * K) * case.dtype.itemsize + M * N * out_size + scales
+
+
+# Bounds on the relative Frobenius error against the float64 reference, y ~ N(0, 1) (5–10× the
+# expected error, so a lost K tile or a wrong row still fails):
+LINEAR_TOLERANCE = {
+    DType.FP16: 2e-3,  # fp32 accumulation; one fp16 output rounding ≈ 2e-4 rms
+    DType.BF16: 1.6e-2,  # fp32 accumulation; one bf16 output rounding ≈ 1.7e-3 rms
+    # tf32 keeps 10 mantissa bits and tensor cores truncate the fp32 inputs: ≈ 1e-3, partly systematic
+    DType.FP32: 5e-3,
+    DType.FP8: 1.6e-2,  # reference uses the dequantised inputs: only accumulation and the bf16 output remain
+}
+
+
+def _build_torch(inputs: Inputs, case: Case) -> Launch:
+    """cuBLAS through torch: matmul (switched to tf32 for fp32, as ours runs), _scaled_mm for fp8."""
+    if case.dtype is DType.FP8:
+        return scaled_mm_launch(inputs)
+    x, wt, out = inputs["x"], inputs["w"].t(), inputs["out"]
+    if case.dtype is not DType.FP32:
+        return Launch(run=lambda: torch.matmul(x, wt, out=out), config=lambda: "torch.matmul")
+
+    def run_tf32() -> torch.Tensor:
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")  # tf32 for this call only
+        try:
+            return torch.matmul(x, wt, out=out)
+        finally:
+            torch.set_float32_matmul_precision(previous)
+
+    return Launch(run=run_tf32, config=lambda: "torch.matmul tf32")
+
+
+TORCH_IMPL = Impl("torch", _build_torch, "cuBLAS: torch.matmul (tf32 for fp32), torch._scaled_mm rowwise for fp8",
+                  skip=lambda case, caps: scaled_mm_skip(case))
+
+
+def precision_note(case: Case, tensor_cores: bool = True) -> str:
+    """What the config string should say about arithmetic beyond the dtype."""
+    if not tensor_cores:
+        return ""
+    return {DType.FP32: " tf32", DType.FP8: " fp8-promote-per-BLOCK_K"}.get(case.dtype, "")
+
+
+def interpreter_bf16_skip(case: Case, caps: DeviceCaps) -> str | None:
+    """Triton's CPU interpreter returns garbage for tl.dot on bf16 operands (a known gap)."""
+    if caps.interpret and case.dtype is DType.BF16:
+        return "the Triton interpreter mis-computes bf16 tl.dot; bf16 runs on a GPU only"
+    return None
+
+
+def _build_gemm_triton(inputs: Inputs, case: Case) -> Launch:
+    x, w, out, xs, ws = inputs["x"], inputs["w"], inputs["out"], inputs["x_scale"], inputs["w_scale"]
+    variant = gemm_variant(x, w, out)
+    return Launch(run=lambda: gemm(x, w, out, x_scale=xs, w_scale=ws, variant=variant),
+                  config=lambda: last_config(variant) + precision_note(case))
+
+
+GEMM = KernelSpec(
+    name="gemm",
+    summary="linear layer y = x·Wᵀ (W: [N, K]) as a tiled tensor-core GEMM, any M",
+    axes=linear_axes(default_m=4096),
+    dtypes=(DType.FP16, DType.BF16, DType.FP32, DType.FP8),
+    impls=(
+        Impl("triton", _build_gemm_triton, "Triton tl.dot tiles, grouped order; persistent TMA on Hopper",
+             skip=interpreter_bf16_skip),
+        TORCH_IMPL,
+    ),
+    make_inputs=linear_inputs,
+    reference=linear_reference_of,
+    flops=linear_flops,
+    bytes=linear_bytes,
+    tolerance=LINEAR_TOLERANCE,
+    skip=fp8_skip,
+    tags=("compute", "linear"),
+)
