@@ -1,0 +1,216 @@
+"""``qgemm``: y = x·Wᵀ with a quantized W, dequantised in registers and fed to tl.dot (any M).
+
+x: [M, K] fp16/bf16, W: [N, K] in a :mod:`kernels.quant_formats` format, y: [M, N] in x's dtype.
+Each K step decodes a [BLOCK_N, BLOCK_K] tile to its raw values (q, q − z or the e2m1 value: all
+exact in fp16 and bf16), multiplies it on the tensor cores in fp32, and scales the partial product
+per output channel: once per group for int4/mxfp4 (tiles are one group wide), once at the end for
+int8/fp8. The pieces shared with ``qgemv`` (inputs, baselines, byte counts, reference) live here.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.dequant import (
+    FORMAT_AXIS,
+    GROUP_AXIS,
+    K_AXIS,
+    N_AXIS,
+    QUANT_DTYPES,
+    decode_tile,
+    row_scale,
+    block_k_for,
+    kernel_args,
+    quant_skip,
+    quantized_weight,
+    triton_fp8_skip,
+    weight_bytes,
+)
+from kernels.quant_formats import QuantizedWeight, dequantize
+from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
+from kernels.tuning import describe, for_interpreter
+
+
+def qgemm_configs() -> list[triton.Config]:
+    """Tensor-core tiles from the Triton matmul tutorial's set, with small-M tiles for decode batches."""
+    shapes = ((128, 128, 64, 8, 3), (64, 128, 64, 4, 4), (128, 256, 64, 8, 3), (64, 256, 64, 8, 3),
+              (128, 64, 64, 4, 4), (32, 128, 128, 4, 4), (16, 128, 128, 4, 4), (16, 64, 128, 4, 3),
+              (64, 64, 128, 4, 4), (128, 128, 128, 8, 3))
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
+            for bm, bn, bk, w, s in shapes]
+
+
+def prune_qgemm_configs(configs, named_args, **kwargs):
+    """Row blocks no taller than M needs (≥ 16 for tl.dot); grouped formats use group-wide K tiles."""
+    args = {**named_args, **kwargs}
+    m_cap = max(16, triton.next_power_of_2(args["M"]))
+    unique = {}
+    for c in configs:
+        if c.kwargs["BLOCK_M"] > m_cap:
+            continue
+        meta = {**c.kwargs, "BLOCK_K": block_k_for(args["QGROUP"], c.kwargs["BLOCK_K"])}
+        key = (tuple(sorted(meta.items())), c.num_warps, c.num_stages)
+        unique.setdefault(key, triton.Config(meta, num_warps=c.num_warps, num_stages=c.num_stages))
+    return for_interpreter(list(unique.values()) or configs[:1])
+
+
+@triton.autotune(configs=qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"],
+                 prune_configs_by={"early_config_prune": prune_qgemm_configs})
+@triton.jit
+def _qgemm_kernel(
+    x_ptr,  # in:  [M, K] fp16/bf16
+    w_ptr, s_ptr, z_ptr,  # in: packed W (uint8), scales, zero points
+    out_ptr,  # out: [M, N], x's dtype
+    M, N, K,
+    stride_xm, stride_wn, stride_sg, stride_zg, stride_om,
+    FMT: tl.constexpr,
+    QGROUP: tl.constexpr,  # quantization group along K (0 for per-channel formats)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # programs sharing a W column block run together (L2 reuse)
+):
+    """out[m, n] = Σ_g scale(n, g) · Σ_{k∈g} x[m, k]·raw(n, k) (fp32), per-channel scale once at the end."""
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n
+    first_m = (pid // width) * GROUP_M
+    rows_in_group = min(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % rows_in_group
+    pid_n = (pid % width) // rows_in_group
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(0, tl.cdiv(K, BLOCK_K)):
+        k0 = step * BLOCK_K
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + offs_k[None, :], mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
+        raw = decode_tile(w_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_zg, FMT, BLOCK_N, BLOCK_K)
+        part = tl.dot(x, tl.trans(raw.to(x_ptr.dtype.element_ty)))
+        if QGROUP > 0:
+            acc += part * row_scale(s_ptr, step, offs_n, N, stride_sg, FMT)[None, :]
+        else:
+            acc += part
+    if QGROUP == 0:
+        acc *= row_scale(s_ptr, 0, offs_n, N, stride_sg, FMT)[None, :]
+    out = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
+
+
+def check_linear(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None) -> torch.Tensor:
+    """Validate x [M, K] against W [N, K]; return out [M, N] (allocated when None)."""
+    if x.dim() != 2 or x.dtype not in (torch.float16, torch.bfloat16) or x.shape[1] != qw.k or x.stride(1) != 1:
+        raise ValueError(f"x must be fp16/bf16 [M, {qw.k}] with unit column stride, "
+                         f"got {x.dtype} {tuple(x.shape)} stride {x.stride()}")
+    if x.device != qw.device:
+        raise ValueError(f"x is on {x.device}, the weight on {qw.device}")
+    shape = (x.shape[0], qw.n)
+    if out is None:
+        return torch.empty(shape, dtype=x.dtype, device=x.device)
+    if tuple(out.shape) != shape or out.dtype != x.dtype or not out.is_contiguous() or out.device != x.device:
+        raise ValueError(f"out must be contiguous {x.dtype} {list(shape)} on {x.device}, "
+                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    return out
+
+
+def qgemm(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x·Wᵀ with the tensor-core qgemm kernel (any M)."""
+    out = check_linear(x, qw, out)
+    m = x.shape[0]
+    if m == 0:
+        return out
+    w, s, z, stride_wn, stride_sg, stride_zg = kernel_args(qw)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(qw.n, meta["BLOCK_N"]),)
+    _qgemm_kernel[grid](x, w, s, z, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg,
+                        out.stride(0), FMT=qw.format.value, QGROUP=qw.group_size or 0)
+    return out
+
+
+def qlinear_reference(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
+    """y = x·Wᵀ in float64 on the reference-dequantized weight (one reference for qgemv and qgemm)."""
+    return x.to(torch.float64) @ dequantize(qw).to(torch.float64).t()
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec pieces shared with qgemv
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
+    """x ~ Normal(0, 1) [M, K], W ~ Normal(0, 1/K) quantized, so y stays O(1) for any K."""
+    dtype = case.dtype.torch
+    return {
+        "x": scaled_randn((case["M"], case["K"]), dtype=dtype, device=device, generator=gen),
+        "weight": quantized_weight(case, device, gen),
+        "out": poisoned((case["M"], case["N"]), dtype=dtype, device=device),
+    }
+
+
+def linear_bytes(case: Case) -> int:
+    """x read once, the packed weight (bits + scales + zero points) read once, y written once."""
+    act = case.dtype.itemsize
+    return case["M"] * case["K"] * act + weight_bytes(case) + case["M"] * case["N"] * act
+
+
+def dense_bytes(case: Case) -> int:
+    """The fp16/bf16 baseline's traffic: the same x and y, a dense weight."""
+    act = case.dtype.itemsize
+    return (case["M"] * case["K"] + case["N"] * case["K"] + case["M"] * case["N"]) * act
+
+
+def _build_dense(inputs: Inputs, case: Case) -> Launch:
+    x, out = inputs["x"], inputs["out"]
+    dense = dequantize(inputs["weight"]).to(x.dtype)  # set-up: the same values, stored dense
+    return Launch(run=lambda: torch.matmul(x, dense.t(), out=out), config=lambda: "torch.matmul, dense weight")
+
+
+def _build_torch_dequant(inputs: Inputs, case: Case) -> Launch:
+    x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
+    return Launch(run=lambda: torch.matmul(x, dequantize(qw).to(x.dtype).t(), out=out),
+                  config=lambda: "reference dequantize + torch.matmul")
+
+
+def interpreter_bf16_dot_skip(case: Case, caps: DeviceCaps) -> str | None:
+    if caps.interpret and case.dtype is DType.BF16:
+        return "tl.dot on bf16 is wrong under the Triton interpreter"
+    return None
+
+
+def _triton_skip(case: Case, caps: DeviceCaps) -> str | None:
+    return triton_fp8_skip(case, caps) or interpreter_bf16_dot_skip(case, caps)
+
+
+BASELINES = (
+    Impl("torch", _build_dense, "cuBLAS fp16/bf16 torch.matmul on a dense copy of the weight", bytes=dense_bytes),
+    Impl("torch_dequant", _build_torch_dequant, "reference dequantize (torch ops) then torch.matmul, both timed"),
+)
+LINEAR_AXES = (FORMAT_AXIS, GROUP_AXIS)
+# W·x error: one rounding of y plus (baselines) one of each weight to the dtype, over O(1) sums
+LINEAR_TOLERANCE = {DType.FP16: 2e-3, DType.BF16: 1.6e-2}
+
+
+def _build_triton(inputs: Inputs, case: Case) -> Launch:
+    x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
+    return Launch(run=lambda: qgemm(x, qw, out), config=lambda: describe(_qgemm_kernel.best_config))
+
+
+QGEMM = KernelSpec(
+    name="qgemm",
+    summary="y = x·Wᵀ, W quantized (int8/int4/fp8/mxfp4), dequantised in registers, tl.dot, any M",
+    axes=LINEAR_AXES + (Axis("M", int, 16, "batch (rows of x)", minimum=1), N_AXIS, K_AXIS),
+    dtypes=QUANT_DTYPES,
+    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights", skip=_triton_skip),)
+    + BASELINES,
+    make_inputs=linear_inputs,
+    reference=lambda inputs, case: qlinear_reference(inputs["x"], inputs["weight"]),
+    flops=lambda case: 2 * case["M"] * case["N"] * case["K"],
+    bytes=linear_bytes,
+    tolerance=LINEAR_TOLERANCE,
+    skip=quant_skip,
+    tags=("compute", "quant"),
+)

@@ -1,0 +1,282 @@
+"""``qgemv``: y = x·Wᵀ with a quantized W for decode batches M = 1 … 64, split-K so small N fills the GPU.
+
+At small M the layer is a weight stream: every packed byte is read once, in 16-byte loads along K
+(rows of packed W are contiguous), and dequantised in registers. A program owns BLOCK_N output
+channels and a contiguous range of K steps (split-K); SPLIT_K is not searched by the autotuner,
+:func:`split_for` gives each config the smallest power of two that makes ≥ 2 programs per SM.
+The inner product depends on M:
+
+- M = 1: each lane keeps fp32 partial products of its [BLOCK_N, BLOCK_K] slice and reduces once
+  after the loop (no shuffles inside it);
+- M = 2 … 15: a [BLOCK_M, BLOCK_N, BLOCK_K] broadcast-multiply reduced over K each step;
+- M = 16 … 64: tl.dot on the raw tile (exact in fp16/bf16), as qgemm does.
+
+With SPLIT_K > 1 each program writes an fp32 partial and bumps a per-column-block counter; the last
+split to finish sums the partials and writes y. One launch, no memset: the counter resets itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.dequant import (
+    K_AXIS,
+    N_AXIS,
+    QUANT_DTYPES,
+    decode_tile,
+    row_scale,
+    block_k_for,
+    kernel_args,
+    quant_skip,
+    triton_fp8_skip,
+)
+from kernels.qgemm import (
+    BASELINES,
+    LINEAR_AXES,
+    LINEAR_TOLERANCE,
+    check_linear,
+    interpreter_bf16_dot_skip,
+    linear_bytes,
+    linear_inputs,
+    qlinear_reference,
+)
+from kernels.quant_formats import QuantizedWeight
+from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch
+from kernels.tuning import describe, for_interpreter, interpreting
+
+MAX_M = 64
+SPLIT_MAX = 8
+MIN_BLOCK_N = 16  # tl.dot's minimum; also sizes the split-K counters
+INTERPRETER_SMS = 4  # small, so the interpreter's small test shapes still split K
+
+
+@dataclass(frozen=True)
+class QGemvConfig:
+    """An explicit launch configuration (tests, pinned benchmarks); BLOCK_K is the group for int4/mxfp4."""
+
+    block_n: int
+    block_k: int
+    split_k: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+def qgemv_configs() -> list[triton.Config]:
+    """Channel blocks × K blocks × warps; prune_qgemv_configs fits them to the format, M and the shape."""
+    return [
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1}, num_warps=w, num_stages=2)
+        for bn in (16, 32, 64, 128)
+        for bk in (256, 512, 1024)
+        for w in (4, 8)
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def split_for(n: int, k: int, block_n: int, block_k: int, sms: int) -> int:
+    """Smallest power-of-two split of the K steps giving ≥ 2 programs per SM (≤ SPLIT_MAX, ≤ steps)."""
+    programs, steps, split = triton.cdiv(n, block_n), triton.cdiv(k, block_k), 1
+    while programs * split < 2 * sms and split * 2 <= min(steps, SPLIT_MAX):
+        split *= 2
+    return split
+
+
+def prune_qgemv_configs(configs, named_args, **kwargs):
+    """Group-wide K tiles for grouped formats, register budgets per M path, a split-K per config."""
+    args = {**named_args, **kwargs}
+    n, k, group, block_m = args["N"], args["K"], args["QGROUP"], args["BLOCK_M"]
+    x = args["x_ptr"]
+    sms = INTERPRETER_SMS if interpreting() or x.device.type != "cuda" else _sm_count(x.device.index or 0)
+    unique = {}
+    for c in configs:
+        bn, bk, warps = c.kwargs["BLOCK_N"], block_k_for(group, c.kwargs["BLOCK_K"]), c.num_warps
+        if not group and bk > max(256, triton.next_power_of_2(k)):
+            continue  # mostly masked lanes
+        threads = 32 * warps
+        if block_m == 1:
+            live = 2 * bn * bk / threads  # the fp32 lanes and the decoded tile
+        elif block_m < 16:
+            live = 2 * block_m * bn * bk / threads  # the broadcast product before its reduction
+        else:
+            live = (bn * bk + block_m * bn) / threads  # the decoded tile and the accumulator
+        if live > 128:
+            continue  # fp32 values per thread: beyond this they spill
+        meta = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, bn, bk, sms)}
+        key = (bn, bk, warps)
+        unique.setdefault(key, triton.Config(meta, num_warps=warps, num_stages=c.num_stages))
+    if not unique:  # e.g. M = 8 with 128-wide groups: the smallest tile, most warps
+        bk = block_k_for(group, 128)
+        meta = {"BLOCK_N": MIN_BLOCK_N, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, MIN_BLOCK_N, bk, sms)}
+        unique[0] = triton.Config(meta, num_warps=8, num_stages=2)
+    return for_interpreter(list(unique.values()))
+
+
+@triton.autotune(configs=qgemv_configs(), key=["BLOCK_M", "N", "K", "FMT", "QGROUP"],
+                 prune_configs_by={"early_config_prune": prune_qgemv_configs})
+@triton.jit
+def _qgemv_kernel(
+    x_ptr,  # in:  [M, K] fp16/bf16
+    w_ptr, s_ptr, z_ptr,  # in: packed W (uint8), scales, zero points
+    out_ptr,  # out: [M, N] contiguous, x's dtype
+    part_ptr,  # scratch: [SPLIT_K, M, N] fp32 partials (SPLIT_K > 1)
+    count_ptr,  # scratch: [⌈N / BLOCK_N⌉] int32 finished-split counters, zero between calls
+    M, N, K,
+    stride_xm, stride_wn, stride_sg, stride_zg, stride_om,
+    FMT: tl.constexpr,
+    QGROUP: tl.constexpr,  # quantization group along K (0 for per-channel formats)
+    BLOCK_M: tl.constexpr,  # next power of two ≥ M
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    """y[m, n] = Σ_k x[m, k]·W[n, k] in fp32; grid (⌈N / BLOCK_N⌉, SPLIT_K), a program owns BLOCK_N
+    channels and a contiguous range of K steps."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    steps = tl.cdiv(K, BLOCK_K)
+    per_split = tl.cdiv(steps, SPLIT_K)
+    first = pid_s * per_split
+    last = tl.minimum(first + per_split, steps)
+    x_rows = x_ptr + offs_m[:, None] * stride_xm
+    if BLOCK_M == 1:
+        lanes = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(first, last):
+        k0 = step * BLOCK_K
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + offs_k[None, :], mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
+        raw = decode_tile(w_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_zg, FMT, BLOCK_N, BLOCK_K)
+        if BLOCK_M >= 16:
+            part = tl.dot(x, tl.trans(raw.to(x_ptr.dtype.element_ty)))
+            if QGROUP > 0:
+                acc += part * row_scale(s_ptr, step, offs_n, N, stride_sg, FMT)[None, :]
+            else:
+                acc += part
+        else:
+            w = raw
+            if QGROUP > 0:
+                w = raw * row_scale(s_ptr, step, offs_n, N, stride_sg, FMT)[:, None]
+            if BLOCK_M == 1:
+                lanes += w * x.to(tl.float32)
+            else:
+                acc += tl.sum(x.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+    if BLOCK_M == 1:
+        acc = tl.sum(lanes, axis=1)[None, :]
+    if QGROUP == 0:
+        acc *= row_scale(s_ptr, 0, offs_n, N, stride_sg, FMT)[None, :]
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        # serial split-K fix-up: the barrier orders every thread's partial stores before the one-thread
+        # atomic (acq_rel, gpu scope) that publishes them; the split that finishes last sums all the
+        # partials (reading L2, .cg) and resets the counter for the next call
+        parts = part_ptr + offs_m[:, None] * N + offs_n[None, :]
+        tl.store(parts + pid_s * M * N, acc, mask=mask)
+        tl.debug_barrier()
+        if tl.atomic_add(count_ptr + pid_n, 1) == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for s in tl.static_range(SPLIT_K):
+                total += tl.load(parts + s * M * N, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(count_ptr + pid_n, 0)
+
+
+@dataclass
+class _Scratch:
+    partials: torch.Tensor  # fp32, grown on demand
+    counters: torch.Tensor  # int32, zero between calls (each call's last split resets its counter)
+
+
+_SCRATCH: dict[torch.device, _Scratch] = {}
+
+
+def _scratch(device: torch.device, partials: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reused split-K scratch (allocating per call would be timed); one stream at a time may use it."""
+    scratch = _SCRATCH.get(device)
+    if scratch is None or scratch.partials.numel() < partials or scratch.counters.numel() < counters:
+        grow = scratch or _Scratch(torch.empty(0), torch.empty(0))
+        scratch = _Scratch(torch.empty(max(partials, grow.partials.numel()), dtype=torch.float32, device=device),
+                           torch.zeros(max(counters, grow.counters.numel()), dtype=torch.int32, device=device))
+        _SCRATCH[device] = scratch
+    return scratch.partials, scratch.counters
+
+
+def qgemv(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
+          config: QGemvConfig | None = None) -> torch.Tensor:
+    """y = x·Wᵀ for M ≤ 64 with the split-K weight-streaming kernel (autotuned unless ``config``)."""
+    out = check_linear(x, qw, out)
+    m = x.shape[0]
+    if m > MAX_M:
+        raise ValueError(f"qgemv takes M ≤ {MAX_M} (decode batches), got M={m}; use qgemm")
+    if m == 0:
+        return out
+    block_m = triton.next_power_of_2(m)
+    w, s, z, stride_wn, stride_sg, stride_zg = kernel_args(qw)
+    group = qw.group_size or 0
+    split = config.split_k if config else SPLIT_MAX
+    if not 1 <= split <= SPLIT_MAX:
+        raise ValueError(f"split_k must be 1 … {SPLIT_MAX}, got {split}")
+    part, count = _scratch(x.device, split * m * qw.n, triton.cdiv(qw.n, MIN_BLOCK_N))
+    args = (x, w, s, z, out, part, count, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg, out.stride(0))
+    grid = lambda meta: (triton.cdiv(qw.n, meta["BLOCK_N"]), meta["SPLIT_K"])
+    if config is None:
+        _qgemv_kernel[grid](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m)
+    else:
+        if config.block_n < MIN_BLOCK_N:
+            raise ValueError(f"block_n must be ≥ {MIN_BLOCK_N}, got {config.block_n}")
+        meta = {"BLOCK_N": config.block_n, "BLOCK_K": block_k_for(group, config.block_k), "SPLIT_K": split}
+        _qgemv_kernel.fn[grid(meta)](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m, **meta,
+                                     num_warps=config.num_warps, num_stages=config.num_stages)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+# ---------------------------------------------------------------------------------------------
+
+
+def _build_triton(inputs: Inputs, case: Case) -> Launch:
+    x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
+    return Launch(run=lambda: qgemv(x, qw, out), config=lambda: describe(_qgemv_kernel.best_config))
+
+
+def _triton_skip(case: Case, caps: DeviceCaps) -> str | None:
+    """fp8 needs sm_89+; bf16 only reaches tl.dot (broken under the interpreter) from M = 16."""
+    dot = interpreter_bf16_dot_skip(case, caps) if case["M"] >= 16 else None
+    return triton_fp8_skip(case, caps) or dot
+
+
+def _batch_skip(case: Case, caps: DeviceCaps) -> str | None:
+    if case["M"] > MAX_M:
+        return f"qgemv covers M ≤ {MAX_M} (decode batches); qgemm takes any M"
+    return quant_skip(case, caps)
+
+
+QGEMV = KernelSpec(
+    name="qgemv",
+    summary="y = x·Wᵀ for M ≤ 64, W quantized, weight-streaming split-K kernel",
+    axes=LINEAR_AXES + (Axis("M", int, 1, "batch (rows of x), 1 … 64", minimum=1), N_AXIS, K_AXIS),
+    dtypes=QUANT_DTYPES,
+    impls=(Impl("triton", _build_triton, "Triton split-K GEMV, 16-byte weight loads, fp32 lanes",
+                skip=_triton_skip),) + BASELINES,
+    make_inputs=linear_inputs,
+    reference=lambda inputs, case: qlinear_reference(inputs["x"], inputs["weight"]),
+    flops=lambda case: 2 * case["M"] * case["N"] * case["K"],
+    bytes=linear_bytes,
+    tolerance=LINEAR_TOLERANCE,
+    skip=_batch_skip,
+    tags=("memory", "quant"),
+)
