@@ -15,10 +15,17 @@ from kernels.spec import KernelSpec, UsageError
 FAMILIES: dict[str, tuple[str, str]] = {
     "copy": ("kernels.stream", "COPY"),
     "triad": ("kernels.stream", "TRIAD"),
+    "gemv": ("kernels.gemv", "GEMV"),
+    "gemm": ("kernels.gemm", "GEMM"),
     "read": ("kernels.ceilings", "READ"),
     "write": ("kernels.ceilings", "WRITE"),
     "fma": ("kernels.ceilings", "FMA"),
     "launch": ("kernels.ceilings", "LAUNCH"),
+    "attn_prefill": ("kernels.attn_prefill", "ATTN_PREFILL"),
+    "attn_decode": ("kernels.attn_decode", "ATTN_DECODE"),
+    "dequant": ("kernels.dequant", "DEQUANT"),
+    "qgemv": ("kernels.qgemv", "QGEMV"),
+    "qgemm": ("kernels.qgemm", "QGEMM"),
 }
 
 

@@ -77,7 +77,11 @@ class Point:
 SUITES: dict[str, tuple[str, str]] = {
     "stream": ("bench.suites.stream", "STREAM"),
     "smoke": ("bench.suites.stream", "SMOKE"),
+    "linear": ("bench.suites.linear", "LINEAR"),
     "ceilings": ("bench.suites.ceilings", "CEILINGS"),
+    "ci": ("bench.suites.ci", "CI"),
+    "attention": ("bench.suites.attention", "ATTENTION"),
+    "quant": ("bench.suites.quant", "QUANT"),
 }
 
 
