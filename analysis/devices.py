@@ -1,0 +1,162 @@
+"""Datasheet peaks of the GPUs the project may meet, and matching a runtime device name to one.
+
+Figures are dense (NVIDIA's headline tensor figures are 2:4-sparse, i.e. twice these), per GPU, in
+SI units (bytes/s, FLOP/s, bytes). Every figure names its source in ``sources``; the table was
+collected in /work/shared/CONTEXT.md ("D" rows: vendor datasheets). A figure the datasheet does not
+give is ``None``, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+TB = 1e12
+TFLOP = 1e12
+GB = 1e9
+MB = 1e6
+
+A100_DS = "NVIDIA A100 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/a100)"
+H100_DS = "NVIDIA H100 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/h100)"
+H200_DS = "NVIDIA H200 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/h200)"
+HOPPER_WP = "NVIDIA H100 Tensor Core GPU Architecture whitepaper (L2 size, SM counts)"
+B200_DS = "NVIDIA HGX B200 datasheet, per GPU (nvidia.com/en-us/data-center/hgx)"
+GB200_DS = "NVIDIA GB200 NVL72 datasheet, per GPU (nvidia.com/en-us/data-center/gb200-nvl72)"
+B300_DS = "NVIDIA HGX B300 datasheet, per GPU (nvidia.com/en-us/data-center/hgx)"
+L4_DS = "NVIDIA L4 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/l4)"
+L40S_DS = "NVIDIA L40S datasheet (nvidia.com/en-us/data-center/l40s)"
+ADA_WP = "NVIDIA Ada GPU Architecture whitepaper (L2 size, SM counts)"
+MI300X_DS = "AMD Instinct MI300X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi300x.html)"
+MI325X_DS = "AMD Instinct MI325X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi325x.html)"
+B200_L2_MEASURED = "measured L2 (torch.cuda.get_device_properties), CONTEXT.md; NVIDIA publishes none"
+
+
+@dataclass(frozen=True)
+class Datasheet:
+    """One GPU's datasheet peaks. ``tensor_flops`` maps a dtype name (fp16, bf16, fp8, tf32) to dense FLOP/s."""
+
+    key: str
+    name: str
+    memory_bytes: float
+    bandwidth: float  # bytes/s, DRAM (HBM/GDDR)
+    tensor_flops: tuple[tuple[str, float], ...]
+    fp32_flops: float  # non-tensor (CUDA-core / vector) fp32
+    l2_bytes: float | None
+    sm_count: int | None  # SMs (NVIDIA) or CUs (AMD)
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # figure -> where it comes from
+    note: str = ""
+
+    def tensor(self, dtype: str) -> float | None:
+        """Dense tensor-core peak for a result-row dtype; fp32 GEMMs run on tf32 tensor cores."""
+        wanted = "tf32" if dtype == "fp32" else dtype
+        return dict(self.tensor_flops).get(wanted)
+
+    def peak_for(self, dtype: str, tensor: bool = True) -> float | None:
+        return self.tensor(dtype) if tensor else (self.fp32_flops if dtype == "fp32" else None)
+
+    def source(self, figure: str) -> str:
+        return dict(self.sources).get(figure, "")
+
+    @property
+    def ridge(self) -> float | None:
+        """Knee intensity (FLOP/byte) of the bf16 tensor roof: peak / bandwidth."""
+        peak = self.tensor("bf16")
+        return None if peak is None else peak / self.bandwidth
+
+
+def _entry(key, name, memory_gb, bw_tbs, tensor_tf, fp32_tf, l2_mb, sms, sheet, l2_source=None, sms_source=None,
+           note="") -> Datasheet:
+    tensor = tuple((dtype, value * TFLOP) for dtype, value in tensor_tf.items() if value is not None)
+    sources = (("memory_bytes", sheet), ("bandwidth", sheet), ("tensor_flops", sheet), ("fp32_flops", sheet),
+               ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet))
+    return Datasheet(key, name, memory_gb * GB, bw_tbs * TB, tensor, fp32_tf * TFLOP,
+                     None if l2_mb is None else l2_mb * MB, sms, sources, note)
+
+
+DEVICES: tuple[Datasheet, ...] = (
+    _entry("a100-80gb-sxm", "A100 80GB SXM", 80, 2.039,
+           {"fp16": 312, "bf16": 312, "tf32": 156}, 19.5, 40, 108, A100_DS),
+    _entry("h100-sxm", "H100 SXM", 80, 3.35,
+           {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H100_DS, HOPPER_WP, HOPPER_WP),
+    _entry("h100-pcie", "H100 PCIe", 80, 2.0,
+           {"fp16": 756, "bf16": 756, "fp8": 1513, "tf32": 378}, 51, 50, 114, H100_DS, HOPPER_WP, HOPPER_WP),
+    _entry("h200-sxm", "H200 SXM", 141, 4.8,
+           {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H200_DS, HOPPER_WP, HOPPER_WP,
+           note="torch reports a 60 MB L2 on the project's H200; the whitepaper says 50 MB"),
+    _entry("b200", "B200 (HGX)", 180, 7.7,
+           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "tf32": 1100}, 75, 126, 148, B200_DS, B200_L2_MEASURED,
+           note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet"),
+    _entry("gb200", "GB200 (per GPU)", 186, 8.0,
+           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "tf32": 1250}, 80, None, None, GB200_DS),
+    _entry("b300", "B300 (HGX)", 270, 7.7,
+           {"fp16": 2250, "bf16": 2250, "fp8": 4500}, 75, None, 160, B300_DS,
+           note="288 GB marketed, 270 GB usable; 7.7–8 TB/s depending on the sheet"),
+    _entry("l4", "L4", 24, 0.30,
+           {"fp16": 121, "bf16": 121, "fp8": 242, "tf32": 60}, 30.3, 48, 58, L4_DS, ADA_WP, ADA_WP),
+    _entry("l40s", "L40S", 48, 0.864,
+           {"fp16": 362, "bf16": 362, "fp8": 733, "tf32": 183}, 91.6, 96, 142, L40S_DS, ADA_WP, ADA_WP),
+    _entry("mi300x", "MI300X", 192, 5.3,
+           {"fp16": 1307, "bf16": 1307, "fp8": 2615, "tf32": 653.7}, 163.4, 256, 304, MI300X_DS,
+           note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs"),
+    _entry("mi325x", "MI325X", 256, 6.0,
+           {"fp16": 1307, "bf16": 1307, "fp8": 2615, "tf32": 653.7}, 163.4, 256, 304, MI325X_DS,
+           note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs"),
+)
+
+_BY_KEY = {d.key: d for d in DEVICES}
+
+
+def get(key: str) -> Datasheet:
+    return _BY_KEY[key]
+
+
+def _candidates(name: str) -> list[str]:
+    """Datasheet keys a runtime name could be, most specific rules first."""
+    n = name.lower()
+    if re.search(r"\bmig\b", n):
+        return []  # a MIG slice is not the datasheet device
+    if re.search(r"\bmi325x\b", n):
+        return ["mi325x"]
+    if re.search(r"\bmi300x\b", n):
+        return ["mi300x"]
+    if re.search(r"\bgb200\b", n):
+        return ["gb200"]
+    if re.search(r"\bb200\b", n):
+        return ["b200"]
+    if re.search(r"\bb300\b", n) and "gb300" not in n:
+        return ["b300"]
+    if re.search(r"\bl40s\b", n):
+        return ["l40s"]
+    if re.search(r"\bl4\b", n):
+        return ["l4"]
+    if re.search(r"\bh200\b", n):
+        return [] if "nvl" in n else ["h200-sxm"]  # H200 NVL has lower clocks and power
+    if re.search(r"\bh100\b", n):
+        if "nvl" in n or "94gb" in n or "96gb" in n:
+            return []  # H100 NVL / GH200 parts: other memory and peaks
+        if "pcie" in n:
+            return ["h100-pcie"]
+        if "sxm" in n or "hbm3" in n:
+            return ["h100-sxm"]
+        return ["h100-sxm", "h100-pcie"]  # plain "H100": settled by SM count or memory
+    if re.search(r"\ba100\b", n):
+        if "40gb" in n or "pcie" in n:
+            return []  # A100 40GB and A100 PCIe have other bandwidths
+        return ["a100-80gb-sxm"]
+    return []
+
+
+def match_device(name: str, memory_bytes: float | None = None, sm_count: int | None = None) -> Datasheet | None:
+    """The datasheet entry for a runtime device name (torch/NVML spelling), or None when unknown.
+
+    ``sm_count`` settles ambiguous names and rejects a mismatch (a partitioned or cut-down part does
+    not reach the datasheet peaks); ``memory_bytes`` settles ambiguous names only (drivers reserve
+    some memory, so totals differ from the datasheet by a few percent).
+    """
+    entries = [_BY_KEY[k] for k in _candidates(name or "")]
+    if sm_count:
+        entries = [d for d in entries if d.sm_count is None or d.sm_count == int(sm_count)]
+    if len(entries) > 1 and memory_bytes:
+        closest = min(entries, key=lambda d: abs(d.memory_bytes - memory_bytes))
+        entries = [closest] if abs(closest.memory_bytes - memory_bytes) < 0.15 * closest.memory_bytes else []
+    return entries[0] if len(entries) == 1 else None

@@ -1,0 +1,53 @@
+"""Datasheet table and runtime-name matching."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.devices import DEVICES, get, match_device
+
+
+@pytest.mark.parametrize("name, key", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+    ("NVIDIA H100 PCIe", "h100-pcie"),
+    ("NVIDIA H200", "h200-sxm"),
+    ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"),
+    ("NVIDIA B200", "b200"),
+    ("NVIDIA GB200", "gb200"),
+    ("NVIDIA B300 SXM6 AC", "b300"),
+    ("NVIDIA L4", "l4"),
+    ("NVIDIA L40S", "l40s"),
+    ("AMD Instinct MI300X", "mi300x"),
+    ("AMD Instinct MI325X", "mi325x"),
+])
+def test_runtime_names_match_their_datasheet(name, key):
+    assert match_device(name).key == key
+
+
+@pytest.mark.parametrize("name", [
+    "NVIDIA GeForce RTX 4090", "NVIDIA A100-SXM4-40GB", "NVIDIA H100 NVL", "NVIDIA L40", "cpu", "",
+    "NVIDIA H100 80GB HBM3 MIG 1g.10gb",
+])
+def test_unknown_or_other_variants_do_not_match(name):
+    assert match_device(name) is None
+
+
+def test_sm_count_settles_a_plain_name_and_rejects_a_mismatch():
+    assert match_device("NVIDIA H100") is None
+    assert match_device("NVIDIA H100", sm_count=114).key == "h100-pcie"
+    assert match_device("NVIDIA H100", sm_count=132).key == "h100-sxm"
+    assert match_device("NVIDIA H100 80GB HBM3", sm_count=66) is None  # a partition does not reach the peaks
+    assert match_device("NVIDIA H200", memory_bytes=143_771_000_000, sm_count=132).key == "h200-sxm"
+
+
+def test_every_figure_names_its_source_and_the_table_matches_the_context_notes():
+    for device in DEVICES:
+        for figure in ("memory_bytes", "bandwidth", "tensor_flops", "fp32_flops", "l2_bytes", "sm_count"):
+            assert device.source(figure), (device.key, figure)
+    h100 = get("h100-sxm")
+    assert h100.bandwidth == 3.35e12 and h100.tensor("bf16") == 989e12 and h100.tensor("fp8") == 1979e12
+    assert h100.tensor("fp32") == h100.tensor("tf32")  # fp32 GEMMs run on tf32 tensor cores
+    assert h100.ridge == pytest.approx(295, abs=1)
+    assert get("h200-sxm").ridge == pytest.approx(206, abs=1)
+    assert get("a100-80gb-sxm").ridge == pytest.approx(153, abs=1)
+    assert get("a100-80gb-sxm").tensor("fp8") is None  # no fp8 on Ampere: never guessed
