@@ -17,40 +17,19 @@ import pandas as pd
 
 from analysis.fit import SweepFit
 from analysis.roofline import predicted_time
+from kernels.models import MODELS, Model
 
 
-@dataclass(frozen=True)
-class LayerModel:
-    """Model dimensions (published configs); the same numbers as bench/suites/presets.py MODELS,
-    duplicated so the analysis imports no torch (tests/test_analysis_decode.py checks they agree)."""
-
-    name: str
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    layers: int
-
-    def projections(self) -> dict[str, tuple[int, int]]:
-        q, kv, h, f = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.hidden, self.intermediate
-        return {"q": (q, h), "k": (kv, h), "v": (kv, h), "o": (h, q), "gate": (f, h), "up": (f, h), "down": (h, f)}
-
-    def layer_cost(self, batch: int, context: int, itemsize: int = 2) -> tuple[float, float, float]:
-        """(flops, bytes, weight bytes) of one layer's decode step: minimal traffic, fp16/bf16 by default."""
-        flops = nbytes = weights = 0.0
-        for n, k in self.projections().values():
-            flops += 2.0 * batch * n * k
-            weights += itemsize * n * k
-            nbytes += itemsize * (n * k + batch * (n + k))
-        flops += 4.0 * batch * self.heads * context * self.head_dim  # q·Kᵀ and p·V
-        nbytes += itemsize * batch * (2 * self.kv_heads * context + 2 * self.heads) * self.head_dim
-        return flops, nbytes, weights
-
-
-LLAMA3_8B = LayerModel("llama3-8b", hidden=4096, intermediate=14336, heads=32, kv_heads=8, head_dim=128, layers=32)
-LLAMA3_70B = LayerModel("llama3-70b", hidden=8192, intermediate=28672, heads=64, kv_heads=8, head_dim=128, layers=80)
-MODELS = (LLAMA3_8B, LLAMA3_70B)
+def layer_cost(model: Model, batch: int, context: int, itemsize: int = 2) -> tuple[float, float, float]:
+    """(flops, bytes, weight bytes) of one layer's decode step: minimal traffic, fp16/bf16 by default."""
+    flops = nbytes = weights = 0.0
+    for n, k in model.projections().values():
+        flops += 2.0 * batch * n * k
+        weights += itemsize * n * k
+        nbytes += itemsize * (n * k + batch * (n + k))
+    flops += 4.0 * batch * model.heads * context * model.head_dim  # q·Kᵀ and p·V
+    nbytes += itemsize * batch * (2 * model.kv_heads * context + 2 * model.heads) * model.head_dim
+    return flops, nbytes, weights
 
 # The source articles' batch table for a 70B-class fp16 layer: batch -> (FLOP/byte, utilisation).
 ARTICLE_TABLE = ((1, 4.0, 0.05), (8, 32.0, 0.30), (32, 128.0, 0.65), (128, 512.0, 0.85))
@@ -87,7 +66,7 @@ def _axis(sweep: SweepFit, name: str):
     return values[0] if len(values) == 1 else None
 
 
-def projection_sweeps(sweeps: list[SweepFit], model: LayerModel, projection: str, impl: str, dtype: str):
+def projection_sweeps(sweeps: list[SweepFit], model: Model, projection: str, impl: str, dtype: str):
     label = f"{model.name}.{'k' if projection == 'v' else projection}"
     n, k = model.projections()[projection]
     found = []
@@ -99,13 +78,13 @@ def projection_sweeps(sweeps: list[SweepFit], model: LayerModel, projection: str
     return found
 
 
-def attention_sweeps(sweeps: list[SweepFit], model: LayerModel, context: int, impl: str, dtype: str):
+def attention_sweeps(sweeps: list[SweepFit], model: Model, context: int, impl: str, dtype: str):
     wanted = {"heads": model.heads, "kv_heads": model.kv_heads, "head_dim": model.head_dim, "context": context}
     return [s for s in sweeps if s.kernel == "attn_decode" and s.impl == impl and s.dtype == dtype
             and s.batch == "batch" and all(_axis(s, a) == v for a, v in wanted.items())]
 
 
-def estimate(sweeps: list[SweepFit], model: LayerModel, impl: str, dtype: str, context: int,
+def estimate(sweeps: list[SweepFit], model: Model, impl: str, dtype: str, context: int,
              peak: float = float("nan"), datasheet: tuple[float, float] | None = None,
              batches=DECODE_BATCHES) -> pd.DataFrame:
     """Per batch: layer time from the measured sweeps, tokens/s, latency, FLOP/byte, utilisation.
@@ -122,7 +101,7 @@ def estimate(sweeps: list[SweepFit], model: LayerModel, impl: str, dtype: str, c
     linear_fits = {p: projection_sweeps(sweeps, model, p, impl, dtype) for p in model.projections()}
     rows = []
     for batch in batches:
-        flops, nbytes, weights = model.layer_cost(batch, context, itemsize)
+        flops, nbytes, weights = layer_cost(model, batch, context, itemsize)
         attention_flops = 4.0 * batch * model.heads * context * model.head_dim
         linear, used, missing = 0.0, [], []
         for projection, found in linear_fits.items():

@@ -16,6 +16,7 @@ from analysis.frames import timed
 from analysis.markdown import slug, table
 from analysis.sections import Device
 from bench.results import load_results, read_sidecar
+from kernels.models import Model
 
 
 def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def _device(slug_: str, runs: pd.DataFrame, frame: pd.DataFrame) -> Device:
     return device
 
 
-def _context_for(device: Device, model: decode.LayerModel) -> int:
+def _context_for(device: Device, model: Model) -> int:
     rows = device.points[device.points["kernel"] == "attn_decode"]
     if {"heads", "kv_heads", "context"} <= set(rows.columns):
         rows = rows[(rows["heads"] == model.heads) & (rows["kv_heads"] == model.kv_heads)]

@@ -13,22 +13,18 @@ from analysis.devices import get
 from analysis.fit import fit_sweeps
 from analysis.frames import timed
 from bench.results import load_results
-from bench.suites.presets import MODELS
+from kernels.models import LLAMA3_8B, LLAMA3_70B, Model
 from tests import fixture_results as fx
 
 
-def test_model_dimensions_match_the_suite_presets():
-    presets = {m.name: m for m in MODELS}
-    for model in decode.MODELS:
-        preset = presets[model.name]
-        for field in ("hidden", "intermediate", "heads", "kv_heads", "head_dim", "layers"):
-            assert getattr(model, field) == getattr(preset, field), (model.name, field)
-        shapes = {s.label.split(".")[-1]: dict(s.values) for s in preset.projections()}
-        assert {p: (shapes[p]["N"], shapes[p]["K"]) for p in shapes} == model.projections()
+def test_model_projections_are_the_published_shapes():
+    assert LLAMA3_8B.projections()["k"] == (1024, 4096)
+    assert LLAMA3_70B.projections()["down"] == (8192, 28672)
+    assert decode.MODELS == (LLAMA3_8B, LLAMA3_70B)
 
 
 def test_layer_cost_by_hand_for_llama3_8b_at_batch_1():
-    flops, nbytes, weights = decode.LLAMA3_8B.layer_cost(batch=1, context=1024)
+    flops, nbytes, weights = decode.layer_cost(LLAMA3_8B, batch=1, context=1024)
     weight_elements = 4096 * 4096 * 2 + 1024 * 4096 * 2 + 3 * 14336 * 4096  # q, o; k, v; gate, up, down
     assert weights == 2 * weight_elements
     attention_flops = 4 * 32 * 1024 * 128
@@ -53,7 +49,7 @@ def fitted(tmp_path_factory):
     return fit_sweeps(points, roofs.caps)[1], roofs
 
 
-def _truth(model: decode.LayerModel, batch: int, context: int) -> float:
+def _truth(model: Model, batch: int, context: int) -> float:
     """The fixture's model time of one layer: fastest of gemv/gemm per projection + attention."""
     device, total = fx.H100, 0.0
     for n, k in model.projections().values():
@@ -87,7 +83,7 @@ def test_estimate_recovers_the_synthetic_truth_between_measured_batches(fitted, 
 
 
 def test_estimate_is_owed_without_measurements():
-    table = decode.estimate([], decode.LLAMA3_70B, "triton", "fp16", 4096, peak=700e12)
+    table = decode.estimate([], LLAMA3_70B, "triton", "fp16", 4096, peak=700e12)
     assert table["layer_us"].isna().all() and table["tokens_s"].isna().all()
     assert table["linear_utilisation"].isna().all()
     assert set(table["missing"]) == {"q k v o gate up down attention"}

@@ -3,7 +3,8 @@
 import pytest
 
 from bench.suites import Shape, Sweep, expand, get_suite, suite_names
-from bench.suites.presets import BATCHES, LLAMA3_70B, LLAMA3_8B, llm_linear_shapes
+from bench.suites.presets import BATCHES, llm_linear_shapes
+from kernels.models import LLAMA3_8B, LLAMA3_70B
 from kernels import registry
 from kernels.spec import UsageError
 

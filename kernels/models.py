@@ -1,0 +1,30 @@
+"""LLM dimensions from the published configs, shared by the suites and the decode-step estimate.
+
+Torch-free, so the analysis can use it without importing torch. A linear layer is y = x·Wᵀ with
+W: [N, K] = [out_features, in_features].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    layers: int
+
+    def projections(self) -> dict[str, tuple[int, int]]:
+        """The seven per-layer projections (q, k, v, o, gate, up, down) as (N, K)."""
+        q, kv, h, f = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.hidden, self.intermediate
+        return {"q": (q, h), "k": (kv, h), "v": (kv, h), "o": (h, q), "gate": (f, h), "up": (f, h), "down": (h, f)}
+
+
+LLAMA3_8B = Model("llama3-8b", hidden=4096, intermediate=14336, heads=32, kv_heads=8, head_dim=128, layers=32)
+LLAMA3_70B = Model("llama3-70b", hidden=8192, intermediate=28672, heads=64, kv_heads=8, head_dim=128, layers=80)
+MODELS = (LLAMA3_8B, LLAMA3_70B)
