@@ -10,14 +10,12 @@ outside them. The faster of gemv and gemm is taken, as a serving engine would di
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from analysis.fit import SweepFit
 from analysis.roofline import predicted_time
-from kernels.models import MODELS, Model
+from kernels.models import Model
 
 
 def layer_cost(model: Model, batch: int, context: int, itemsize: int = 2) -> tuple[float, float, float]:

@@ -16,7 +16,7 @@ from analysis.frames import timed
 from analysis.markdown import slug, table
 from analysis.sections import Device
 from bench.results import load_results, read_sidecar
-from kernels.models import Model
+from kernels.models import MODELS, Model
 
 
 def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def _decode(device: Device) -> pd.DataFrame:
     for dtype, impl in itertools.product(sorted(linear["dtype"].unique()), sorted(linear["impl"].unique())):
         roof = device.roofs.roof("gemm", dtype)
         sheet = device.roofs.sheet("gemm", dtype)
-        for model in decode.MODELS:
+        for model in MODELS:
             frames.append(decode.estimate(device.sweeps, model, impl, dtype, _context_for(device, model),
                                           peak=roof.peak, datasheet=(sheet[1], sheet[0])))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -26,7 +26,6 @@ kernel normalises and writes ``out`` directly.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ import triton.language as tl
 
 from kernels.attn_ref import CausalAlign, attention_reference, pick_sdpa_backend
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import describe, for_interpreter
+from kernels.tuning import HOPPER_SMEM_BYTES, describe, for_interpreter, sm_count
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 MAX_Q_LEN = 16  # the launcher's limit; the spec's axis stops at 8
@@ -45,7 +44,6 @@ MAX_SPLITS = 64  # the merge kernel holds [splits, head_dim] fp32 in registers
 MIN_CHUNK = 256  # positions per split worth a workspace round trip
 CHUNK_ALIGN = 128  # heuristic chunks are whole tiles for every BLOCK_N
 LOG2E = 1.4426950408889634
-SMEM_BYTES = 227 * 1024  # Hopper's per-block limit
 H100_SM_COUNT = 132
 CACHES = ("contiguous", "paged")
 PAGE_SIZES = (16, 64)
@@ -70,7 +68,7 @@ def prune_decode_configs(configs, named_args, **kwargs):
     def keep(c: triton.Config) -> bool:
         block_n = c.kwargs["BLOCK_N"]
         smem = 2 * (c.num_stages - 1) * block_n * head_dim * itemsize  # K, V buffers as Triton 3.9 allocates them
-        return block_n <= max_n and smem <= SMEM_BYTES and (c.num_warps == 4 or block_n >= 64)
+        return block_n <= max_n and smem <= HOPPER_SMEM_BYTES and (c.num_warps == 4 or block_n >= 64)
 
     smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.num_stages, c.num_warps))
     return for_interpreter([c for c in configs if keep(c)] or [smallest])
@@ -232,10 +230,9 @@ def plan_splits(programs: int, capacity: int, sm_count: int, num_splits: int | N
     return SplitPlan(triton.cdiv(capacity, chunk), chunk)
 
 
-@functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     """SMs to fill; 1 off-GPU, where the interpreter runs programs one after another anyway."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return sm_count(device.index) if device.type == "cuda" else 1
 
 
 def _check_decode(q, k_cache, v_cache, kv_lens, block_table, out) -> tuple[int, int]:
@@ -372,7 +369,7 @@ def decode_reference(q, k_cache, v_cache, kv_lens, block_table=None) -> torch.Te
 
 def gather_pages(cache: torch.Tensor, block_table: torch.Tensor, capacity: int) -> torch.Tensor:
     """A paged cache copied to the contiguous layout [batch, kv_heads, capacity, head_dim], a sequence at a time."""
-    batch, (page_size, kv_heads, head_dim) = block_table.shape[0], cache.shape[1:]
+    batch, (kv_heads, head_dim) = block_table.shape[0], cache.shape[2:]
     dense = torch.empty((batch, kv_heads, capacity, head_dim), dtype=cache.dtype, device=cache.device)
     for b in range(batch):
         dense[b] = gather_sequence(cache, block_table, b, capacity)

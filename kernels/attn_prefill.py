@@ -23,11 +23,10 @@ import triton.language as tl
 
 from kernels.attn_ref import attention_reference, pick_sdpa_backend
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import describe, for_interpreter
+from kernels.tuning import HOPPER_SMEM_BYTES, describe, for_interpreter
 
 HEAD_DIMS = (16, 32, 64, 128, 256)  # tl.dot needs ≥ 16; 256 runs with the smaller tiles the pruner keeps
 LOG2E = 1.4426950408889634
-SMEM_BYTES = 227 * 1024  # Hopper's per-block limit; the estimate below matches what Triton 3.9 allocates
 MAX_LIVE_PER_THREAD = 160  # fp32 acc + score values per thread; sm_90 builds above this spill registers
 
 
@@ -51,9 +50,10 @@ def prune_prefill_configs(configs, named_args, **kwargs):
 
     def keep(c: triton.Config) -> bool:
         block_m, block_n = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        smem = (block_m + 2 * c.num_stages * block_n) * head_dim * itemsize  # Q once, K and V per stage
+        # Q once, K and V per stage: matches what Triton 3.9 allocates
+        smem = (block_m + 2 * c.num_stages * block_n) * head_dim * itemsize
         live = block_m * (head_dim + block_n) // (32 * c.num_warps)  # acc [M, D] + scores [M, N]
-        return (block_m <= max_m and block_n <= max_n and smem <= SMEM_BYTES and live <= MAX_LIVE_PER_THREAD
+        return (block_m <= max_m and block_n <= max_n and smem <= HOPPER_SMEM_BYTES and live <= MAX_LIVE_PER_THREAD
                 and not (block_m == 64 and c.num_warps == 8))  # trims the search: 4 warps suit 64 rows
 
     smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages, c.num_warps))

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from kernels.gemm_fp8 import fp8_skip, quantize_rowwise, scaled_mm_launch, scaled_mm_skip
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import describe, for_interpreter, interpreting
+from kernels.tuning import describe, for_interpreter, interpreting, sm_count
 
 GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2
 
@@ -303,7 +303,7 @@ def gemm(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None, *,
         return out
     from triton.tools.tensor_descriptor import TensorDescriptor  # host TMA descriptors (triton >= 3.4)
 
-    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    num_sms = sm_count(x.device.index)
     x_desc, w_desc, y_desc = (TensorDescriptor.from_tensor(t, [1, 1]) for t in (x, w, out))  # pre-hook sets blocks
     args = (x_desc, w_desc, x_scale, w_scale, y_desc, M, N, K, has_scales, str(x.dtype))
     _launch(_gemm_tma_kernel, lambda meta: (min(num_sms, tiles(meta)),), args, config, NUM_SMS=num_sms)

@@ -44,7 +44,7 @@ from kernels.gemm import (
 )
 from kernels.gemm_fp8 import fp8_skip
 from kernels.spec import Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch
-from kernels.tuning import for_interpreter, interpreting
+from kernels.tuning import for_interpreter, interpreting, sm_count
 
 MAX_M = 64  # the GEMV regime; larger batches are gemm's
 FMA_MAX_M = 8  # beyond this, CUDA-core products cost more than padded tensor-core tiles
@@ -104,16 +104,11 @@ def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_re
         or (min(chosen, key=lambda c: c.kwargs["BLOCK_K"]),)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _device_limits(device: torch.device) -> tuple[int, int | None]:
     """(SM count, shared-memory limit) of a CUDA device; the H100 plan (no smem limit) otherwise."""
     if device.type != "cuda" or interpreting():
         return DEFAULT_SMS, None
-    return _sm_count(device.index), shared_memory_limit(device.index)
+    return sm_count(device.index), shared_memory_limit(device.index)
 
 
 def prune_gemv_configs(configs, named_args, **kwargs):

@@ -17,7 +17,6 @@ split to finish sums the partials and writes y. One launch, no memset: the count
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +46,7 @@ from kernels.qgemm import (
 )
 from kernels.quant_formats import QuantizedWeight
 from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch
-from kernels.tuning import describe, for_interpreter, interpreting
+from kernels.tuning import describe, for_interpreter, interpreting, sm_count
 
 MAX_M = 64
 SPLIT_MAX = 8
@@ -76,11 +75,6 @@ def qgemv_configs() -> list[triton.Config]:
     ]
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def split_for(n: int, k: int, block_n: int, block_k: int, sms: int) -> int:
     """Smallest power-of-two split of the K steps giving ≥ 2 programs per SM (≤ SPLIT_MAX, ≤ steps)."""
     programs, steps, split = triton.cdiv(n, block_n), triton.cdiv(k, block_k), 1
@@ -94,7 +88,7 @@ def prune_qgemv_configs(configs, named_args, **kwargs):
     args = {**named_args, **kwargs}
     n, k, group, block_m = args["N"], args["K"], args["QGROUP"], args["BLOCK_M"]
     x = args["x_ptr"]
-    sms = INTERPRETER_SMS if interpreting() or x.device.type != "cuda" else _sm_count(x.device.index or 0)
+    sms = INTERPRETER_SMS if interpreting() or x.device.type != "cuda" else sm_count(x.device.index)
     unique = {}
     for c in configs:
         bn, bk, warps = c.kwargs["BLOCK_N"], block_k_for(group, c.kwargs["BLOCK_K"]), c.num_warps

@@ -265,7 +265,7 @@ def _fp16_at_least(scale: torch.Tensor) -> torch.Tensor:
 
 def dequantize(qw: QuantizedWeight) -> torch.Tensor:
     """The float32 [N, K] weight a quantized one stands for; every product is exact in fp32 but fp8's."""
-    n, k = qw.n, qw.k
+    n = qw.n
     if qw.format is QuantFormat.INT8:
         return qw.qweight.float() * qw.scales.float()[:, None]
     if qw.format is QuantFormat.FP8:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
+import torch
 import triton
+
+HOPPER_SMEM_BYTES = 227 * 1024  # opt-in shared memory per block on sm_90
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int | None) -> int:
+    """Streaming multiprocessors of a CUDA device (None: the current one); cached, launchers ask per call."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def interpreting() -> bool:

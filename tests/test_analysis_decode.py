@@ -13,14 +13,14 @@ from analysis.devices import get
 from analysis.fit import fit_sweeps
 from analysis.frames import timed
 from bench.results import load_results
-from kernels.models import LLAMA3_8B, LLAMA3_70B, Model
+from kernels.models import LLAMA3_8B, LLAMA3_70B, MODELS, Model
 from tests import fixture_results as fx
 
 
 def test_model_projections_are_the_published_shapes():
     assert LLAMA3_8B.projections()["k"] == (1024, 4096)
     assert LLAMA3_70B.projections()["down"] == (8192, 28672)
-    assert decode.MODELS == (LLAMA3_8B, LLAMA3_70B)
+    assert MODELS == (LLAMA3_8B, LLAMA3_70B)
 
 
 def test_layer_cost_by_hand_for_llama3_8b_at_batch_1():
@@ -63,7 +63,7 @@ def _truth(model: Model, batch: int, context: int) -> float:
     return total + fx.model_time(device, flops, nbytes, "fp16", 0.85)
 
 
-@pytest.mark.parametrize("model", decode.MODELS, ids=lambda m: m.name)
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_estimate_recovers_the_synthetic_truth_between_measured_batches(fitted, model):
     sweeps, roofs = fitted
     roof = roofs.roof("gemm", "fp16")
