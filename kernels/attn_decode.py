@@ -35,7 +35,7 @@ import triton.language as tl
 
 from kernels.attn_ref import CausalAlign, attention_reference, pick_sdpa_backend
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import HOPPER_SMEM_BYTES, describe, for_interpreter, sm_count
+from kernels.tuning import HOPPER_SMEM_BYTES, autotune, describe, sm_count
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 MAX_Q_LEN = 16  # the launcher's limit; the spec's axis stops at 8
@@ -71,7 +71,7 @@ def prune_decode_configs(configs, named_args, **kwargs):
         return block_n <= max_n and smem <= HOPPER_SMEM_BYTES and (c.num_warps == 4 or block_n >= 64)
 
     smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_N"], c.num_stages, c.num_warps))
-    return for_interpreter([c for c in configs if keep(c)] or [smallest])
+    return [c for c in configs if keep(c)] or [smallest]
 
 
 @triton.jit
@@ -153,11 +153,8 @@ def _attn_decode_kernel(
         tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
-_attn_decode_tuned = triton.autotune(
-    configs=decode_configs(),
-    key=["batch", "chunk", "GROUP", "Q_LEN", "HEAD_DIM", "PAGE_SIZE", "PAGED", "SPLIT"],
-    prune_configs_by={"early_config_prune": prune_decode_configs},
-)(_attn_decode_kernel)
+_attn_decode_tuned = autotune(decode_configs(), key=["batch", "chunk", "GROUP", "Q_LEN", "HEAD_DIM", "PAGE_SIZE", "PAGED", "SPLIT"],
+                              prune=prune_decode_configs)(_attn_decode_kernel)
 
 
 @triton.jit

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from kernels.attn_ref import attention_reference, pick_sdpa_backend
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import HOPPER_SMEM_BYTES, describe, for_interpreter
+from kernels.tuning import HOPPER_SMEM_BYTES, autotune, describe
 
 HEAD_DIMS = (16, 32, 64, 128, 256)  # tl.dot needs ≥ 16; 256 runs with the smaller tiles the pruner keeps
 LOG2E = 1.4426950408889634
@@ -57,7 +57,7 @@ def prune_prefill_configs(configs, named_args, **kwargs):
                 and not (block_m == 64 and c.num_warps == 8))  # trims the search: 4 warps suit 64 rows
 
     smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages, c.num_warps))
-    return for_interpreter([c for c in configs if keep(c)] or [smallest])
+    return [c for c in configs if keep(c)] or [smallest]
 
 
 @triton.jit
@@ -151,11 +151,8 @@ def _attn_prefill_kernel(
     tl.store(o_base + offs_m[:, None] * stride_om + offs_d[None, :], acc.to(o_ptr.dtype.element_ty), mask=row_ok)
 
 
-_attn_prefill_tuned = triton.autotune(
-    configs=prefill_configs(),
-    key=["seq_q", "seq_kv", "HEAD_DIM", "CAUSAL"],
-    prune_configs_by={"early_config_prune": prune_prefill_configs},
-)(_attn_prefill_kernel)
+_attn_prefill_tuned = autotune(prefill_configs(), key=["seq_q", "seq_kv", "HEAD_DIM", "CAUSAL"],
+                               prune=prune_prefill_configs)(_attn_prefill_kernel)
 
 
 def _check_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from kernels.spec import Axis, Case, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
 from kernels.stream import N_AXIS, prune_stream_configs, stream_configs
-from kernels.tuning import describe, for_interpreter
+from kernels.tuning import autotune, describe
 
 READ_ROW = 4096  # elements summed per output value: the write traffic is 1/4096 of the read
 FILL_VALUE = 1.5
@@ -23,10 +23,6 @@ FMA_B, FMA_C = 0.5, 0.25  # a ← a·b + c contracts towards c/(1−b): rounding
 
 def fma_configs() -> list[triton.Config]:
     return [triton.Config({"BLOCK": block}, num_warps=warps) for block in (4096, 2048, 8192) for warps in (4, 8)]
-
-
-def prune_fma_configs(configs, named_args, **kwargs):
-    return for_interpreter(configs)
 
 
 @triton.jit
@@ -46,7 +42,7 @@ def _read_kernel(
     tl.store(sums_ptr + row, tl.sum(values.to(tl.float32), axis=0))
 
 
-@triton.autotune(configs=stream_configs(), key=["n"], prune_configs_by={"early_config_prune": prune_stream_configs})
+@autotune(stream_configs(), key=["n"], prune=prune_stream_configs)
 @triton.jit
 def _write_kernel(
     y_ptr,  # out: [n]
@@ -57,14 +53,15 @@ def _write_kernel(
     """y[i] = value for i < n: writes only, 16-byte stores on full blocks."""
     start = tl.program_id(0).to(tl.int64) * BLOCK
     offsets = start + tl.arange(0, BLOCK)
-    fill = tl.full((BLOCK,), value, dtype=y_ptr.dtype.element_ty)
+    # built in fp32 and converted: Triton 3.6's interpreter cannot fill a bf16 block directly
+    fill = tl.full((BLOCK,), value, dtype=tl.float32).to(y_ptr.dtype.element_ty)
     if start + BLOCK <= n:
         tl.store(y_ptr + offsets, fill)
     else:
         tl.store(y_ptr + offsets, fill, mask=offsets < n)
 
 
-@triton.autotune(configs=fma_configs(), key=["n", "iters"], prune_configs_by={"early_config_prune": prune_fma_configs})
+@autotune(fma_configs(), key=["n", "iters"])
 @triton.jit
 def _fma_kernel(
     x_ptr,  # in:  [n] fp32

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from kernels.quant_formats import QuantFormat, QuantizedWeight, check_group, dequantize, packed_bytes, quantize
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import describe, for_interpreter
+from kernels.tuning import autotune, describe
 
 # ---------------------------------------------------------------------------------------------
 # Decode helpers (shared with kernels/qgemv.py and kernels/qgemm.py)
@@ -132,11 +132,10 @@ def prune_dequant_configs(configs, named_args, **kwargs):
         bk = block_k_for(group, c.kwargs["BLOCK_K"])
         key = (c.kwargs["BLOCK_N"], bk, c.num_warps)
         unique.setdefault(key, triton.Config({"BLOCK_N": key[0], "BLOCK_K": bk}, num_warps=c.num_warps))
-    return for_interpreter(list(unique.values()))
+    return list(unique.values())
 
 
-@triton.autotune(configs=dequant_configs(), key=["N", "K", "FMT", "QGROUP"],
-                 prune_configs_by={"early_config_prune": prune_dequant_configs})
+@autotune(dequant_configs(), key=["N", "K", "FMT", "QGROUP"], prune=prune_dequant_configs)
 @triton.jit
 def _dequant_kernel(
     w_ptr, s_ptr, z_ptr,  # in: packed weights (uint8), scales, zero points

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from kernels.gemm_fp8 import fp8_skip, quantize_rowwise, scaled_mm_launch, scaled_mm_skip
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import describe, for_interpreter, interpreting, sm_count
+from kernels.tuning import autotune, describe, interpreting, sm_count
 
 GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2
 
@@ -104,7 +104,7 @@ def _prune(configs, named_args, tma: bool):
         limit = shared_memory_limit(x.device.index)
         smem = functools.partial(shared_memory_bytes, in_size=x.element_size(), out_size=y.element_size(), tma=tma)
         useful = [c for c in useful if smem(c) <= limit] or [min(useful, key=smem)]
-    return for_interpreter(useful)
+    return useful
 
 
 def prune_gemm_configs(configs, named_args, **kwargs):
@@ -126,8 +126,7 @@ def _tile_coords(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.autotune(configs=gemm_configs(), key=["M", "N", "K", "stride_wk"],
-                 prune_configs_by={"early_config_prune": prune_gemm_configs})
+@autotune(gemm_configs(), key=["M", "N", "K", "stride_wk"], prune=prune_gemm_configs)
 @triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
 @triton.jit
 def _gemm_kernel(
@@ -176,8 +175,7 @@ def _gemm_kernel(
 
 
 # descriptors carry no ``dtype`` attribute, so the autotuner cannot key on them: DTYPE_KEY does
-@triton.autotune(configs=gemm_tma_configs(), key=["M", "N", "K", "DTYPE_KEY"],
-                 prune_configs_by={"early_config_prune": prune_gemm_tma_configs})
+@autotune(gemm_tma_configs(), key=["M", "N", "K", "DTYPE_KEY"], prune=prune_gemm_tma_configs)
 @triton.jit
 def _gemm_tma_kernel(
     x_desc, w_desc, x_scale_ptr, w_scale_ptr,  # in: descriptors of x [M, K] and W [N, K]; fp8 scales or None

@@ -44,7 +44,7 @@ from kernels.gemm import (
 )
 from kernels.gemm_fp8 import fp8_skip
 from kernels.spec import Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch
-from kernels.tuning import for_interpreter, interpreting, sm_count
+from kernels.tuning import autotune, interpreting, sm_count
 
 MAX_M = 64  # the GEMV regime; larger batches are gemm's
 FMA_MAX_M = 8  # beyond this, CUDA-core products cost more than padded tensor-core tiles
@@ -115,8 +115,7 @@ def prune_gemv_configs(configs, named_args, **kwargs):
     args = {**named_args, **kwargs}
     x = args["x_ptr"]
     sms, smem = _device_limits(x.device)
-    return for_interpreter(list(gemv_candidates(args["M"], args["N"], args["K"], x.element_size(), sms,
-                                                args["split_request"], smem)))
+    return list(gemv_candidates(args["M"], args["N"], args["K"], x.element_size(), sms, args["split_request"], smem))
 
 
 @triton.jit
@@ -143,8 +142,7 @@ def _gemv_step(acc, x_ptrs, w_ptrs, mask_m, mask_n, offs_k, k_left, MASK_K: tl.c
     return acc
 
 
-@triton.autotune(configs=gemv_configs(), key=["M", "N", "K", "stride_wk", "split_request"],
-                 prune_configs_by={"early_config_prune": prune_gemv_configs})
+@autotune(gemv_configs(), key=["M", "N", "K", "stride_wk", "split_request"], prune=prune_gemv_configs)
 @triton.jit
 def _gemv_kernel(
     x_ptr, w_ptr, x_scale_ptr, w_scale_ptr,  # in: x [M, K], W [N, K], fp8 scales [M], [N] (else None)

@@ -30,7 +30,7 @@ from kernels.dequant import (
 )
 from kernels.quant_formats import QuantizedWeight, dequantize
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import describe, for_interpreter
+from kernels.tuning import autotune, describe
 
 
 def qgemm_configs() -> list[triton.Config]:
@@ -53,11 +53,10 @@ def prune_qgemm_configs(configs, named_args, **kwargs):
         meta = {**c.kwargs, "BLOCK_K": block_k_for(args["QGROUP"], c.kwargs["BLOCK_K"])}
         key = (tuple(sorted(meta.items())), c.num_warps, c.num_stages)
         unique.setdefault(key, triton.Config(meta, num_warps=c.num_warps, num_stages=c.num_stages))
-    return for_interpreter(list(unique.values()) or configs[:1])
+    return list(unique.values()) or configs[:1]
 
 
-@triton.autotune(configs=qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"],
-                 prune_configs_by={"early_config_prune": prune_qgemm_configs})
+@autotune(qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemm_configs)
 @triton.jit
 def _qgemm_kernel(
     x_ptr,  # in:  [M, K] fp16/bf16

@@ -46,7 +46,7 @@ from kernels.qgemm import (
 )
 from kernels.quant_formats import QuantizedWeight
 from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch
-from kernels.tuning import describe, for_interpreter, interpreting, sm_count
+from kernels.tuning import autotune, describe, interpreting, sm_count
 
 MAX_M = 64
 SPLIT_MAX = 8
@@ -110,11 +110,10 @@ def prune_qgemv_configs(configs, named_args, **kwargs):
         bk = block_k_for(group, 128)
         meta = {"BLOCK_N": MIN_BLOCK_N, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, MIN_BLOCK_N, bk, sms)}
         unique[0] = triton.Config(meta, num_warps=8, num_stages=2)
-    return for_interpreter(list(unique.values()))
+    return list(unique.values())
 
 
-@triton.autotune(configs=qgemv_configs(), key=["BLOCK_M", "N", "K", "FMT", "QGROUP"],
-                 prune_configs_by={"early_config_prune": prune_qgemv_configs})
+@autotune(qgemv_configs(), key=["BLOCK_M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemv_configs)
 @triton.jit
 def _qgemv_kernel(
     x_ptr,  # in:  [M, K] fp16/bf16

@@ -38,6 +38,10 @@ def get(name: str) -> KernelSpec:
         module_name, attribute = FAMILIES[name]
     except KeyError:
         raise UsageError(f"unknown kernel {name!r}; valid: {', '.join(FAMILIES)}") from None
+    from kernels.tuning import interpreting, patch_interpreter  # imports triton: only once a family is used
+
+    if interpreting():
+        patch_interpreter()
     spec = getattr(importlib.import_module(module_name), attribute)
     assert spec.name == name, f"registry entry {name!r} points at spec {spec.name!r}"
     return spec

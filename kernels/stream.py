@@ -22,7 +22,7 @@ from kernels.spec import (
     poisoned,
     scaled_randn,
 )
-from kernels.tuning import describe, for_interpreter
+from kernels.tuning import autotune, describe
 
 TRIAD_SCALAR = 3.0
 
@@ -41,10 +41,10 @@ def prune_stream_configs(configs, named_args, **kwargs):
     """Drop blocks far larger than the array (all masked lanes), then honour the interpreter."""
     n = named_args["n"]
     useful = [c for c in configs if c.kwargs["BLOCK"] <= max(1024, triton.next_power_of_2(n))]
-    return for_interpreter(useful or configs[:1])
+    return useful or configs[:1]
 
 
-@triton.autotune(configs=stream_configs(), key=["n"], prune_configs_by={"early_config_prune": prune_stream_configs})
+@autotune(stream_configs(), key=["n"], prune=prune_stream_configs)
 @triton.jit
 def _copy_kernel(
     x_ptr,  # in:  [n]
@@ -62,7 +62,7 @@ def _copy_kernel(
         tl.store(y_ptr + offsets, tl.load(x_ptr + offsets, mask=mask), mask=mask)
 
 
-@triton.autotune(configs=stream_configs(), key=["n"], prune_configs_by={"early_config_prune": prune_stream_configs})
+@autotune(stream_configs(), key=["n"], prune=prune_stream_configs)
 @triton.jit
 def _triad_kernel(
     b_ptr,  # in:  [n]
@@ -140,11 +140,13 @@ def _copy_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inpu
 
 
 def _triad_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
+    """|N(0, 1)| values, as STREAM's positive initial values: b + s·c never cancels, so a result
+    rounded once or twice (CPU torch rounds s·c first) stays within the dtype's rounding of O(1)."""
     dtype = case.dtype.torch
     n = case["N"]
     return {
-        "b": scaled_randn((n,), dtype=dtype, device=device, generator=gen),
-        "c": scaled_randn((n,), dtype=dtype, device=device, generator=gen),
+        "b": scaled_randn((n,), dtype=dtype, device=device, generator=gen).abs(),
+        "c": scaled_randn((n,), dtype=dtype, device=device, generator=gen).abs(),
         "out": poisoned((n,), dtype=dtype, device=device),
     }
 

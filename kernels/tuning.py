@@ -1,14 +1,37 @@
-"""Autotuning helpers shared by every family's config pruner."""
+"""Autotuning shared by every family: one autotuner, a short benchmark, a disk cache, device limits.
+
+:func:`autotune` wraps Triton's autotuner so that, whatever the Triton version (3.6 on the GPU image,
+3.9 here):
+
+* under the interpreter only the first surviving config runs and nothing is benchmarked (3.6
+  benchmarks even a single config, which needs a driver);
+* the per-config benchmark is whatever :data:`TUNER` holds — the sweep installs a short cold-L2
+  one from ``bench/timing.py`` (a few ms per config); library users get Triton's own;
+* a chosen config is kept on disk across runs, keyed by device, Triton version, kernel source,
+  tuning key and the configs tried, so reruns and ``--resume`` do not retune;
+* the host seconds spent tuning are counted in ``TUNER.seconds`` (a sweep records them per point).
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 import triton
+from triton.runtime.autotuner import Autotuner as _TritonAutotuner
 
 HOPPER_SMEM_BYTES = 227 * 1024  # opt-in shared memory per block on sm_90
+CACHE_ENV = "ROOFLAB_CACHE_DIR"  # where tuned configs are kept (default ~/.cache/rooflab)
+NO_CACHE_ENV = "ROOFLAB_NO_TUNE_CACHE"  # set to 1 to tune afresh every run
+
+Benchmark = Callable[[Callable[[], object]], list]  # kernel_call -> [median, p20, p80] in ms
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,11 +45,6 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def for_interpreter(configs: list[triton.Config]) -> list[triton.Config]:
-    """The interpreter cannot time configs (no CUDA events): keep the first one only."""
-    return configs[:1] if interpreting() else configs
-
-
 def describe(config: triton.Config | None) -> str:
     """A compact, stable text for a result row's ``config`` column."""
     if config is None:
@@ -35,3 +53,157 @@ def describe(config: triton.Config | None) -> str:
     parts.append(f"warps={config.num_warps}")
     parts.append(f"stages={config.num_stages}")
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The autotuner
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TunerState:
+    """Process-wide tuning settings and counters (one per process: kernels are module-level objects)."""
+
+    benchmark: Benchmark | None = None  # None: Triton's default benchmarker
+    seconds: float = 0.0  # host time spent in fresh tuning, summed
+    tuned: int = 0  # fresh tunings (configs benchmarked)
+    cache_hits: int = 0  # tunings answered from the disk cache
+    device_key: Callable[[], str] = field(default=lambda: _cuda_device_key())
+
+
+TUNER = TunerState()
+
+
+def _cuda_device_key() -> str:
+    """Name, SM count and memory of the current CUDA device: configs tuned on one card are not another's."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return f"{props.name}|{props.multi_processor_count}|{props.total_memory}"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                     os.path.expanduser("~/.cache"), "rooflab")
+    return Path(root) / "autotune"
+
+
+def _config_text(config: triton.Config) -> str:
+    return json.dumps([sorted(config.kwargs.items()), config.num_warps, config.num_stages, config.num_ctas,
+                       config.maxnreg], default=str)
+
+
+class Autotuner(_TritonAutotuner):
+    """Triton's autotuner with rooflab's benchmark, interpreter rule and disk cache (see module docstring)."""
+
+    def _key(self, nargs: dict, kwargs: dict) -> tuple:
+        """Triton's tuning key: the key arguments' values, then every tensor argument's dtype."""
+        everything = {**nargs, **kwargs}
+        present = {k: v for k, v in everything.items() if k in self.arg_names}
+        key = [present[name] for name in self.keys if name in present]
+        key += [str(value.dtype) for value in present.values() if hasattr(value, "dtype")]
+        return tuple(key)
+
+    def _cache_file(self, key: tuple, configs: list[triton.Config]) -> Path:
+        jit = self.fn
+        while not isinstance(jit, triton.runtime.JITFunction):
+            jit = jit.fn
+        text = "\n".join([triton.__version__, TUNER.device_key(), jit.cache_key, repr(key),
+                          *map(_config_text, configs)])
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        return cache_dir() / f"{self.base_fn.__name__}-{digest}.json"
+
+    def prune_configs(self, kwargs: dict) -> list[triton.Config]:
+        pruned = super().prune_configs(kwargs)
+        self._benched = 0
+        self._cache_path = None
+        if interpreting():
+            pruned = pruned[:1]
+        self._alone = len(pruned) == 1
+        if self._alone:
+            return pruned
+        if not os.environ.get(NO_CACHE_ENV):
+            path = self._cache_file(self._key(self.nargs, kwargs), pruned)
+            try:
+                chosen = json.loads(path.read_text())["config"]
+                hit = [c for c in pruned if _config_text(c) == chosen]
+            except (OSError, ValueError, KeyError, TypeError):
+                hit = []
+            if hit:
+                TUNER.cache_hits += 1
+                return hit
+            self._cache_path = path
+        return pruned
+
+    @property
+    def do_bench(self) -> Benchmark:
+        return self._bench_one
+
+    def _bench_one(self, kernel_call, quantiles=(0.5, 0.2, 0.8)):
+        self._benched += 1
+        if self._alone:  # Triton 3.6 benchmarks even a lone config: nothing to choose, nothing to time
+            return [0.0, 0.0, 0.0]
+        if TUNER.benchmark is not None:
+            return TUNER.benchmark(kernel_call)
+        from triton.testing import do_bench
+
+        return do_bench(kernel_call, quantiles=list(quantiles))
+
+    def run(self, *args, **kwargs):
+        began = time.perf_counter()
+        self._benched = 0
+        self._alone = False
+        self._cache_path = None
+        result = super().run(*args, **kwargs)
+        if self._benched > 1:  # a fresh tuning, not a cached key or a lone config
+            TUNER.seconds += time.perf_counter() - began
+            TUNER.tuned += 1
+            if self._cache_path is not None:
+                self._store(self._cache_path, self.best_config)
+        return result
+
+    @staticmethod
+    def _store(path: Path, config: triton.Config) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"config": _config_text(config), "triton": triton.__version__}))
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only cache only costs a retune next time
+
+
+def autotune(configs: list[triton.Config], key: list[str], prune: Callable | None = None):
+    """``triton.autotune`` with rooflab's :class:`Autotuner`; ``prune`` is the early config pruner."""
+
+    def decorator(fn):
+        return Autotuner(fn, fn.arg_names, configs, key, reset_to_zero=None, restore_value=None,
+                         prune_configs_by={"early_config_prune": prune} if prune else None)
+
+    return decorator
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton 3.6's interpreter on numpy ≥ 2.4
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_interpreter() -> None:
+    """Let Triton < 3.7's interpreter loop over runtime bounds with numpy ≥ 2.4.
+
+    Its scalars are 1-element arrays and it converts them with ``int(array)``, which numpy 2.4
+    refuses ("only 0-dimensional arrays can be converted"); Triton 3.7+ squeezes first. Called
+    before kernels run under the interpreter (registry, tests); a no-op elsewhere.
+    """
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "rooflab", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patched.rooflab = True
+    interpreter._patch_lang_tensor = patched

@@ -20,6 +20,12 @@ def pytest_configure(config):
     # test module imports a kernel module.
     if not _cuda_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+    # tuned configs go to a per-session folder, never the user's cache
+    os.environ.setdefault("ROOFLAB_CACHE_DIR", str(config.rootpath / ".pytest_cache" / "rooflab"))
+    from kernels.tuning import interpreting, patch_interpreter
+
+    if interpreting():
+        patch_interpreter()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,6 +21,14 @@ def test_stream_kernels_match_reference(kernel, dtype, n, impl, device, seed):
     assert checked.ok, checked.message()
 
 
+@pytest.mark.parametrize("dtype", [DType.FP16, DType.BF16])
+def test_triad_torch_single_element_seed_that_used_to_cancel(dtype, device):
+    # seed 997328039 drew b ≈ −s·c: the one-element sum cancelled and CPU torch's double rounding
+    # (s·c, then the sum) exceeded the tolerance. Positive inputs leave nothing to cancel.
+    checked = check_point(TRIAD, "torch", TRIAD.case(dtype, N=1), device, 997328039)
+    assert checked.ok, checked.message()
+
+
 def test_gate_catches_an_unwritten_element(device, seed):
     def build(inputs, case):
         x, out = inputs["x"], inputs["out"]
