@@ -20,7 +20,8 @@ import pandas as pd
 
 from kernels.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1 files load with the v2 columns filled as "not recorded"
 
 
 class Status(str, Enum):
@@ -54,12 +55,21 @@ METRIC_COLUMNS = (
     "config",  # the variant/autotune config that ran
     "graph",  # CUDA-graph policy asked for: auto / always / never
     "launch",  # what ran: "graph" (CUDA-graph replay) or "stream"
-    "sm_clock_mhz",  # SM clock read right after the point (NVML)
-    "throttle",  # clock-throttle reasons seen during the point, "" if none
+    "sm_clock_mhz",  # lowest SM clock seen while sampling (NVML); empty when NVML could not say
+    "throttle",  # clock-throttle reasons seen while sampling, "" if none
     "timestamp",
+    # schema 2
+    "ci_rel",  # half-width of the median's 95 % confidence interval, relative to the median
+    "converged",  # the stopping rule was met (ci_rel ≤ target) before the timeout / sample cap
+    "launches_per_sample",  # kernel launches timed together per sample (R > 1 for short kernels)
+    "tune_s",  # host seconds spent compiling and autotuning before the gate (0: cached or nothing to tune)
+    "max_elem_err",  # worst |out − ref| / (atol + rtol·|ref|) over the elements; ≤ 1 passes
 )
+BOOL_COLUMNS = ("l2_resident", "converged")
+V2_COLUMNS = ("ci_rel", "converged", "launches_per_sample", "tune_s", "max_elem_err")
 NUMERIC_COLUMNS = ("flops", "bytes", "intensity", "footprint_bytes", "median_s", "p20_s", "p80_s", "cv",
-                   "samples", "tflops", "gbps", "rel_err", "sm_clock_mhz")
+                   "samples", "tflops", "gbps", "rel_err", "sm_clock_mhz", "ci_rel", "launches_per_sample",
+                   "tune_s", "max_elem_err")
 
 
 def columns_for(axis_names: Iterable[str]) -> list[str]:
@@ -134,12 +144,20 @@ def load_csv(path: Path | str) -> pd.DataFrame:
                                                                 "throttle": str, "suite": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if "schema_version" not in frame.columns:
+        raise ResultsError(f"{path}: malformed results file, missing columns: schema_version")
+    versions = set(pd.to_numeric(frame["schema_version"], errors="coerce").dropna().unique())
+    if not versions <= set(READABLE_VERSIONS):
+        raise ResultsError(f"{path}: schema_version {sorted(versions)}; this rooflab reads "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if versions == {1}:  # written before the v2 columns existed: not recorded, not zero
+        frame = frame.assign(**{c: None for c in V2_COLUMNS if c not in frame.columns})
+        frame["launches_per_sample"] = frame["launches_per_sample"].fillna(1)
+        frame["converged"] = frame["converged"].where(frame["converged"].notna(),
+                                                      ~frame["error"].fillna("").astype(str).str.startswith("noise"))
     missing = [c for c in (*ID_COLUMNS, *METRIC_COLUMNS) if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: malformed results file, missing columns: {', '.join(missing)}")
-    versions = set(frame["schema_version"].dropna().unique())
-    if versions and versions != {SCHEMA_VERSION}:
-        raise ResultsError(f"{path}: schema_version {sorted(versions)}; this rooflab reads {SCHEMA_VERSION}")
     bad_status = set(frame["status"].dropna().unique()) - {s.value for s in Status}
     if bad_status or frame["status"].isna().any():
         raise ResultsError(f"{path}: bad status values {sorted(map(str, bad_status)) or ['(empty)']}; "
@@ -153,6 +171,13 @@ def load_csv(path: Path | str) -> pd.DataFrame:
         if (converted.isna() & frame[column].notna()).any():
             raise ResultsError(f"{path}: column {column} holds non-numeric values")
         frame[column] = converted
+    for column in BOOL_COLUMNS:
+        text = frame[column].astype("string").str.strip().str.lower()
+        parsed = text.map({"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False},
+                          na_action="ignore")
+        if (parsed.isna() & text.notna() & (text != "")).any():
+            raise ResultsError(f"{path}: column {column} holds values other than True/False")
+        frame[column] = parsed.astype("boolean")
     timed = (frame["status"] == Status.OK.value) & (frame["mode"] == Mode.CUDA.value)
     if (frame.loc[timed, "median_s"].fillna(0) <= 0).any():
         raise ResultsError(f"{path}: an ok row timed on CUDA has no positive median_s")
@@ -200,7 +225,9 @@ def read_sidecar(csv_path: Path | str) -> dict[str, Any]:
         raise ResultsError(f"{path}: missing run sidecar (device and software metadata)") from None
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: malformed sidecar JSON ({exc.msg} at line {exc.lineno})") from None
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: malformed sidecar: a JSON object is expected, found {type(data).__name__}")
+    if data.get("schema_version") not in READABLE_VERSIONS:
         raise ResultsError(f"{path}: schema_version {data.get('schema_version')!r}; this rooflab reads "
-                           f"{SCHEMA_VERSION}")
+                           f"{', '.join(map(str, READABLE_VERSIONS))}")
     return data

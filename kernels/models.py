@@ -27,4 +27,8 @@ class Model:
 
 LLAMA3_8B = Model("llama3-8b", hidden=4096, intermediate=14336, heads=32, kv_heads=8, head_dim=128, layers=32)
 LLAMA3_70B = Model("llama3-70b", hidden=8192, intermediate=28672, heads=64, kv_heads=8, head_dim=128, layers=80)
+# Llama-3.1-405B (config.json of meta-llama/Llama-3.1-405B) and Llama-2-70B (the MLPerf Inference model)
+LLAMA31_405B = Model("llama3.1-405b", hidden=16384, intermediate=53248, heads=128, kv_heads=8, head_dim=128,
+                     layers=126)
+LLAMA2_70B = Model("llama2-70b", hidden=8192, intermediate=28672, heads=64, kv_heads=8, head_dim=128, layers=80)
 MODELS = (LLAMA3_8B, LLAMA3_70B)
