@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.fit import SweepFit
+from analysis.sweeps import SweepFit
 from analysis.roofline import predicted_time
 from kernels.models import Model
 

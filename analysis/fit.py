@@ -14,15 +14,9 @@ Only numpy: scipy is not installed everywhere this runs.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-
-from analysis.frames import LATENCY_KERNELS, batch_axis, l2_flags, shape_labels
-from analysis.roofline import affine_in_batch, knee_batch
 
 HUBER_K = 1.345  # Huber's tuning constant (95 % efficiency under Gaussian noise)
 IRLS_PASSES = 4
@@ -277,108 +271,3 @@ def fit_roofline(flops, nbytes, seconds, max_bandwidth: float | None = None, max
     return Fit(bandwidth, peak, float(fitted_t0), float(bandwidth_rse), float(peak_rse), float(errors[0]),
                float(np.mean(np.abs(residuals))), tuple(float(r) for r in residuals), n, n_memory, n_compute,
                peak_floor, bandwidth_floor, separable, tuple(notes))
-
-
-SWEEP_KEYS = ("kernel", "impl", "dtype", "l2", "launch")
-
-
-@dataclass(frozen=True, eq=False)
-class SweepFit:
-    """One fitted sweep: a kernel × impl × dtype (× shape) walked along its batch axis."""
-
-    kernel: str
-    impl: str
-    dtype: str
-    shape: str  # preset label or axis values; "(all shapes)" for a pooled fit
-    l2: str
-    launch: str
-    batch: str | None  # the axis walked (M, batch, N …)
-    rows: pd.DataFrame = field(repr=False)  # timed rows sorted by batch; column in_fit False for L2-resident points
-    fit: Fit = field(repr=False)
-    knee: float = float("nan")  # batch where the fitted branches cross (NaN when not identifiable)
-
-    @property
-    def n_l2_excluded(self) -> int:
-        return int((~self.rows["in_fit"]).sum())
-
-    @cached_property
-    def used(self) -> pd.DataFrame:
-        """The rows the fit used."""
-        return self.rows[self.rows["in_fit"]]
-
-    @cached_property
-    def cost_in_batch(self) -> tuple[float, float, float, float]:
-        """(f0, f1, b0, b1): flops ≈ f0 + f1·batch and bytes ≈ b0 + b1·batch over the fitted rows."""
-        if self.batch is None or self.used.empty:
-            return (float("nan"),) * 4
-        return (*affine_in_batch(self.used[self.batch], self.used["flops"]),
-                *affine_in_batch(self.used[self.batch], self.used["bytes"]))
-
-    def predict_at(self, batch, predict=None):
-        """Model time at batch values (anywhere: the caller decides whether to extrapolate)."""
-        f0, f1, b0, b1 = self.cost_in_batch
-        batch = np.asarray(batch, dtype=float)
-        return (predict or self.fit.predict)(f0 + f1 * batch, b0 + b1 * batch)
-
-
-POOLED = "(all shapes)"
-
-
-Caps = Callable[[str, str], "tuple[float | None, float | None]"]  # (kernel, dtype) -> (max BW, max peak)
-
-
-def _own_t0(free: Fit, held: Fit) -> bool:
-    """Whether a shape's own t0 is worth its parameter: it must be separable and determined, and
-    beat the pooled t0 by a BIC margin of 2 (one parameter more)."""
-    if not (free.t0_separable and free.bandwidth_determined and free.t0_determined):
-        return False
-    n = len(free.residuals)
-    if not n or len(held.residuals) != n:
-        return False
-    cost_free = max(float(np.sum(np.square(free.residuals))), 1e-300)
-    cost_held = max(float(np.sum(np.square(held.residuals))), 1e-300)
-    return n * np.log(cost_free / cost_held) + np.log(n) < -2.0
-
-
-def _knee(rows: pd.DataFrame, batch: str | None, fit: Fit) -> float:
-    if batch is None or rows.empty:
-        return float("nan")
-    return knee_batch(rows[batch], rows["flops"], rows["bytes"], fit.peak, fit.bandwidth)
-
-
-def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[SweepFit], list[SweepFit]]:
-    """Fit every sweep in a frame of timed rows (one device): (pooled fits, per-shape fits).
-
-    A pooled fit takes all shapes of a kernel × impl × dtype together: their bytes differ enough to
-    separate t0 from BW_eff. A per-shape fit whose bytes barely change along the batch (GEMV: the
-    weight dominates) cannot: it keeps the pooled t0 (and says so in its notes) unless its own t0 is
-    separable, determined and earns its parameter (see ``_own_t0``).
-    Points whose footprint fits in L2 are kept (``in_fit`` False) but left out of every fit: the
-    model is of DRAM traffic and they would inflate BW_eff.
-    """
-    pooled: list[SweepFit] = []
-    per_shape: list[SweepFit] = []
-    points = points[((points["flops"] > 0) | (points["bytes"] > 0)) & ~points["kernel"].isin(LATENCY_KERNELS)]
-    for kernel, kernel_rows in points.groupby("kernel", sort=True):
-        batch = batch_axis(kernel_rows, kernel)
-        rows = kernel_rows.assign(shape=shape_labels(kernel_rows, batch), in_fit=~l2_flags(kernel_rows))
-        for key, group in rows.groupby(list(SWEEP_KEYS[1:]), sort=True, dropna=False):
-            impl, dtype, l2, launch = (("" if pd.isna(k) else str(k)) for k in key)
-            max_bandwidth, max_peak = caps(str(kernel), dtype) if caps else (None, None)
-
-            def fit_of(sweep: pd.DataFrame, t0: float | None = None) -> Fit:
-                used = sweep[sweep["in_fit"]]
-                return fit_roofline(used["flops"], used["bytes"], used["median_s"], max_bandwidth, max_peak, t0)
-
-            whole = fit_of(group)
-            pooled.append(SweepFit(str(kernel), impl, dtype, POOLED, l2, launch, batch, group, whole))
-            for shape, sweep in group.groupby("shape", sort=True):
-                if batch is not None:
-                    sweep = sweep.sort_values(batch, kind="stable")
-                fit = fit_of(sweep)
-                if np.isfinite(whole.t0) and not _own_t0(fit, held := fit_of(sweep, whole.t0)):
-                    fit = replace(held, notes=(f"t0 held at the pooled {whole.t0 * 1e6:.3g} µs (this shape alone "
-                                               "cannot separate it from BW_eff)",) + held.notes)
-                knee = _knee(sweep[sweep["in_fit"]], batch, fit)
-                per_shape.append(SweepFit(str(kernel), impl, dtype, str(shape), l2, launch, batch, sweep, fit, knee))
-    return pooled, per_shape

@@ -1,4 +1,10 @@
-"""Helpers over the results frame (bench.results schema): timed rows, axis columns, sweeps' batch axes."""
+"""Helpers over the results frame (bench.results schema): timed rows, axis columns, what a sweep walks along.
+
+A kernel's rows form series: every row of one series shares the kernel, impl, dtype, L2 mode, preset
+label and every axis value except the swept one (M for the linear families, batch for decode, seq for
+prefill, N for the stream kernels). Axes are read from the rows, never from a fixed list, so a family
+that gains an axis is grouped by it without a change here.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,18 @@ import pandas as pd
 
 from bench.results import ID_COLUMNS, METRIC_COLUMNS, Mode, Status
 
-# The axis a family's sweep walks along, in order of preference: the first one that takes more than
-# one value in a kernel's rows is its "batch" (the x of its plots and of the knee).
-BATCH_AXES = {
+# The axis a family's sweep walks along, in order of preference: the first one present in the rows with
+# more than one value is swept. Names not in the rows are ignored (prefill may gain seq_q/seq_kv axes).
+SWEPT_AXES = {
     "gemv": ("M",), "gemm": ("M",), "qgemv": ("M",), "qgemm": ("M",), "dequant": ("M", "N"),
-    "attn_decode": ("batch", "context"), "attn_prefill": ("batch", "seq_q", "seq_kv"),
+    "attn_decode": ("batch", "context"), "attn_prefill": ("seq", "seq_kv", "seq_q", "batch"),
     "copy": ("N",), "triad": ("N",), "read": ("N",), "write": ("N",), "fma": ("N",),
 }
+BATCH_AXES = ("M", "batch")  # swept axes that are a batch of tokens or sequences
 QUANT_KERNELS = ("qgemv", "qgemm")
 LATENCY_KERNELS = ("launch",)  # ceilings only: no bytes or FLOPs to fit a roofline to
+BANDWIDTH_KERNELS = ("copy", "triad", "read", "write", "dequant")  # no FLOPs: judged in bytes/s
+WARM = "warm"
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:
@@ -28,14 +37,42 @@ def timed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+def present_axes(rows: pd.DataFrame) -> list[str]:
+    """Axis columns that hold a value in at least one of the rows."""
+    return [a for a in axis_columns(rows) if rows[a].notna().any()]
+
+
 def batch_axis(frame: pd.DataFrame, kernel: str) -> str | None:
+    """The axis a kernel's rows are swept along: the family's preferred axes first, else the most varied."""
     rows = frame[frame["kernel"] == kernel]
-    names = [a for a in BATCH_AXES.get(kernel, ()) if a in rows.columns] or [
-        a for a in axis_columns(rows) if rows[a].notna().any()]
-    for name in names:
-        if rows[name].nunique(dropna=True) > 1:
+    axes = present_axes(rows)
+    for name in SWEPT_AXES.get(kernel, ()):
+        if name in axes and rows[name].nunique(dropna=True) > 1:
             return name
-    return names[0] if names else None
+    varied = sorted((a for a in axes if rows[a].nunique(dropna=True) > 1),
+                    key=lambda a: -rows[a].nunique(dropna=True))
+    if varied:
+        return varied[0]
+    preferred = [a for a in SWEPT_AXES.get(kernel, ()) if a in axes]
+    return (preferred or axes or [None])[0]
+
+
+def _follows(rows: pd.DataFrame, column: str, swept: str) -> bool:
+    """Whether a column takes several values but is fixed by the swept axis (prefill: batch = 16384 // seq,
+    label "seq2048"): it moves with the sweep, so it must not split the sweep into one-point series."""
+    values = rows[[swept, column]].dropna()
+    if values.empty or values[column].astype(str).nunique() < 2:
+        return False
+    return bool((values.groupby(swept)[column].nunique() <= 1).all())
+
+
+def series_columns(rows: pd.DataFrame, swept: str | None) -> list[str]:
+    """The columns (label first, then axes) that name a series of one kernel: all but the swept axis and
+    the columns that move with it."""
+    columns = ["label", *[a for a in present_axes(rows) if a != swept]]
+    if swept is None:
+        return columns
+    return [c for c in columns if not _follows(rows, c, swept)]
 
 
 def _format(value) -> str:
@@ -44,23 +81,48 @@ def _format(value) -> str:
     return str(value)
 
 
-def shape_labels(rows: pd.DataFrame, batch: str | None) -> pd.Series:
-    """The label of each row's shape: its preset label, else its non-batch axis values."""
-    axes = [a for a in axis_columns(rows) if a != batch and rows[a].notna().any()]
-
-    def describe(row) -> str:
-        if row["label"]:
-            return row["label"]
-        return " ".join(f"{a}={_format(row[a])}" for a in axes if pd.notna(row[a])) or "-"
-
+def series_labels(rows: pd.DataFrame, swept: str | None) -> tuple[pd.Series, pd.Series]:
+    """(key, name) per row. ``key`` identifies the series exactly (label and every non-swept axis);
+    ``name`` is what a reader sees: the preset label plus the axes that still tell series apart
+    under it (all varying axes when there is no label)."""
     if rows.empty:
-        return pd.Series([], dtype=str, index=rows.index)
-    return rows.apply(describe, axis=1).astype(str)
+        empty = pd.Series([], dtype=str, index=rows.index)
+        return empty, empty
+    columns = series_columns(rows, swept)
+    text = rows[columns].apply(lambda column: column.map(lambda v: "" if pd.isna(v) else _format(v)))
+    key = text.agg("|".join, axis=1)
+    axes = [c for c in columns if c != "label"]
+    labelled = "label" in columns and (text["label"] != "").any()
+    groups = text.groupby(text["label"]) if labelled else [("", text)]
+    names = pd.Series("", index=rows.index, dtype=object)
+    for label, group in groups:
+        varying = [a for a in axes if group[a].nunique() > 1]
+        if not varying and not label:  # nothing varies: name the series by its fixed axes
+            varying = [a for a in axes if (group[a] != "").any()]
+        names[group.index] = group.apply(
+            lambda r: " ".join([label] * bool(label) + [f"{a}={r[a]}" for a in varying if r[a] != ""]), axis=1)
+    names = names.where(names != "", "-")
+    # two keys that still read alike (an axis that varies only across labels): fall back to the full key
+    clash = names.groupby(names).transform(lambda n: key[n.index].nunique() > 1)
+    names[clash] = key[clash].str.replace("|", " ", regex=False).str.strip()
+    return key, names.astype(str)
+
+
+def shape_labels(rows: pd.DataFrame, batch: str | None) -> pd.Series:
+    """The reader-facing name of each row's series (see :func:`series_labels`)."""
+    return series_labels(rows, batch)[1]
 
 
 def l2_flags(rows: pd.DataFrame) -> pd.Series:
-    """True where the point's working set fits in L2 (its DRAM figures would be inflated)."""
+    """True where the point's working set fits in L2."""
     flag = rows["l2_resident"]
     if flag.dtype != bool:
         flag = flag.astype(str).str.lower().isin(("true", "1", "yes"))
-    return flag
+    return flag.astype(bool)
+
+
+def warm_in_l2(rows: pd.DataFrame) -> pd.Series:
+    """True where a point ran with a warm L2 and fits in it: its bytes came from L2, not DRAM.
+
+    A cold-L2 point (L2 flushed before every sample) was read from DRAM whatever its size."""
+    return l2_flags(rows) & (rows["l2"].astype(str) == WARM)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.fit import SweepFit
+from analysis.sweeps import SweepFit
 from analysis.roofline import Roof
 
 MAX_PANELS = 30

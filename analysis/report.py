@@ -11,7 +11,7 @@ import pandas as pd
 from analysis import decode, plots, sections
 from analysis.ceilings import DeviceRoofs, derive_ceilings
 from analysis.devices import match_device
-from analysis.fit import fit_sweeps
+from analysis.sweeps import fit_sweeps
 from analysis.frames import timed
 from analysis.markdown import slug, table
 from analysis.sections import Device

@@ -11,7 +11,7 @@ import pandas as pd
 from analysis import decode, plots
 from analysis.ceilings import DeviceRoofs, best
 from analysis.devices import Datasheet
-from analysis.fit import SweepFit
+from analysis.sweeps import SweepFit
 from analysis.frames import batch_axis
 from analysis.markdown import MISSING, number, percent, slug, table
 from analysis.roofline import knee_batch

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.ceilings import DeviceRoofs
-from analysis.fit import SweepFit
+from analysis.sweeps import SweepFit
 from analysis.frames import QUANT_KERNELS, axis_columns
 from analysis.roofline import efficiency
 

@@ -164,10 +164,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """Exit 0 pass, 1 the gate failed, 2 bad input or an internal error (never 1 for a crash)."""
     from bench.compare import run_compare
 
-    return run_compare(args.base, args.new, threshold=args.threshold, k=args.noise_k, normalize=args.normalize,
-                       allow_different_devices=args.allow_different_devices, json_path=args.json)
+    try:
+        return run_compare(args.base, args.new, threshold=args.threshold, k=args.noise_k, noise_cap=args.noise_cap,
+                           normalize=args.normalize, allow_different_devices=args.allow_different_devices,
+                           allow_missing=args.allow_missing, allow_inconclusive=args.allow_inconclusive,
+                           json_path=args.json)
+    except UsageError:
+        raise
+    except Exception as exc:  # a crash must not read as "regression" (exit 1) to a CI script
+        print(f"rooflab: internal error in compare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              " (exit 2; please report it)", file=sys.stderr)
+        return 2
 
 
 def cmd_run(args) -> int:
@@ -234,21 +244,37 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=str(DEFAULT_REPORT))
     r.set_defaults(fn=cmd_report)
 
-    c = sub.add_parser("compare", help="regression gate: NEW against BASE point by point, noise-aware; "
-                                       "exit 1 on a regression",
-                       description="A slowdown counts when new/base − 1 > max(threshold, k × √(cv_base² + cv_new²)); "
-                                   "improvements likewise. Points ok in BASE and failed in NEW are regressions.")
-    c.add_argument("base", help="baseline: a results CSV (with its .json sidecar) or a directory of them")
-    c.add_argument("new", help="the run to judge: a results CSV or a directory of them")
+    c = sub.add_parser(
+        "compare", help="regression gate: NEW against BASE point by point, noise-aware; exit 0 pass, 1 fail, 2 bad input",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A slowdown counts when new/base − 1 > max(threshold, k × √(noise_base² + noise_new²)); "
+                    "improvements likewise.\nThe gate fails (exit 1) on a regression, a point ok in BASE and failed "
+                    "in NEW, points ok in BASE but missing or skipped in NEW (beyond --allow-missing), and points "
+                    "too noisy to judge (bound above --noise-cap; pass them with --allow-inconclusive).\n"
+                    "Exit 2: bad input or an internal error, never a verdict.",
+        epilog="example:\n  rooflab compare results/baselines/h100 results/h100-80gb-hbm3 --json verdict.json\n"
+               "  rooflab compare base.csv new.csv --threshold 3% --allow-missing 5% --normalize dram")
+    c.add_argument("base", help="baseline: a results CSV (with its .json sidecar) or a directory of them, "
+                                "e.g. results/baselines/h100")
+    c.add_argument("new", help="the run to judge: a results CSV or a directory of them, e.g. results/h100-80gb-hbm3")
     c.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
     c.add_argument("-k", "--noise-k", type=float, default=3.0,
-                   help="a change must also exceed k × the points' combined noise (default 3)")
+                   help="a change must also exceed k × the points' combined noise, e.g. -k 3 (default 3)")
+    c.add_argument("--noise-cap", default="15%",
+                   help="widest noise bound a point may have and still be judged; noisier points are "
+                        "inconclusive, e.g. --noise-cap 10%% (default 15%%)")
+    c.add_argument("--allow-missing", default="0%", metavar="N%",
+                   help="let up to N%% of BASE's timed points be missing or skipped in NEW, e.g. --allow-missing 5%% "
+                        "(default 0%%: every point must be there; failed points always fail)")
+    c.add_argument("--allow-inconclusive", action="store_true",
+                   help="pass the gate although some points are too noisy to judge (they are still listed)")
     c.add_argument("--normalize", choices=("none", "dram", "tensor", "roofline"), default="none",
                    help="scale each run by its own measured ceilings (two nodes of one SKU): dram = by DRAM "
-                        "bandwidth, tensor = by tensor-core FLOP/s, roofline = DRAM below the ridge, tensor above")
+                        "bandwidth, tensor = by tensor-core FLOP/s, roofline = DRAM below the ridge, tensor above; "
+                        "launch latency is never scaled, fma only by the CUDA-core ceiling; e.g. --normalize dram")
     c.add_argument("--allow-different-devices", action="store_true",
                    help="compare runs from different devices (name, SM count, memory, capability)")
-    c.add_argument("--json", metavar="FILE", help="write every point's verdict to FILE as JSON")
+    c.add_argument("--json", metavar="FILE", help="write every point's verdict to FILE as JSON, e.g. --json verdict.json")
     c.set_defaults(fn=cmd_compare)
 
     m = sub.add_parser("run", help="main job: the main suites on a GPU, then the report; "

@@ -1,34 +1,38 @@
 """Regression gate: NEW against BASE, point by point, with a noise-aware rule (``rooflab compare``).
 
-Matching: a point is (kernel, impl, dtype, every axis value, l2, graph); rows with status ok and a
-CUDA timing are compared. A point ok in BASE and failed in NEW is a regression too; points found on
-one side only are counted. Where a run holds a point twice (a directory of runs), the latest row wins.
+Matching: a point is (kernel, impl, dtype, preset label, every axis value, l2, graph); rows with status
+ok and a CUDA timing are compared. Where a run holds a point twice (a directory of runs), the latest
+row wins.
 
-Rule, per matched point (times are the rows' medians):
+Rule, per point timed in both (times are the rows' medians):
 
     ratio = new / base                     with --normalize: each side × its own run's ceiling
-    noise = √(cv_base² + cv_new²)          cv: the row's robust spread 1.4826·MAD/median; a row
-                                           without one: (p80 − p20) / (2·0.8416·median)
+    noise = √(n_base² + n_new²)            n: the row's robust spread cv = 1.4826·MAD/median; a row
+                                           without one: (p80 − p20) / (2·0.8416·median); a row with
+                                           cv 0 (every sample one timer tick): its ci_rel, at least the
+                                           timer resolution (0.5 µs / (median × launches per sample))
     bound = max(threshold, k · noise)      defaults 5 % and k = 3
+    k · noise > cap (default 15 %)         the point is too noisy to judge: INCONCLUSIVE, unless the
+                                           change exceeds even k · noise (then regression/improvement)
     regression   ratio − 1 > bound         new slower
     improvement  1/ratio − 1 > bound       new faster, by the same measure the other way round
 
 cv is the spread of one sample, not the standard error of the median (√samples smaller): the bound
 is wide on purpose, because what moves between two runs (clocks, placement, another node) is larger.
 
---normalize puts two nodes of one SKU on the same footing: each run's times are multiplied by that
-run's own measured ceiling (the rules of :mod:`analysis.ceilings`, from the run's own timed rows: a
-directory run counts every file in it, so a `rooflab ceilings` run of the same node can sit beside
-the sweep), so a node with 10 % less DRAM bandwidth is not blamed on the kernels. ``dram``: points that move bytes, by DRAM bandwidth. ``tensor``: points that do FLOPs, by
-the tensor-core peak (of the point's dtype where both runs measured it, else the best of any dtype).
-``roofline``: per point, intensity below the base run's ridge (tensor / DRAM) → DRAM, else tensor.
-Points with neither FLOPs nor bytes (launch latency) are never scaled.
+The gate fails (exit 1) on a regression, on a point ok in BASE and failed in NEW, on points ok in BASE
+but missing or skipped in NEW (beyond --allow-missing N%), and on inconclusive points (unless
+--allow-inconclusive). Exit 2 is bad input or an internal error, never a verdict.
+
+--normalize: see :mod:`analysis.scaling` (each run scaled by its own measured ceilings; launch latency
+is never scaled, fma rows only by the CUDA-core ceiling).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -36,29 +40,28 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from analysis.scaling import Normalize, Scaler
 from bench.results import ID_COLUMNS, METRIC_COLUMNS, Mode, Status, load_csv, read_sidecar, result_files
 from kernels.errors import UsageError
 
 DEFAULT_THRESHOLD = "5%"
 DEFAULT_K = 3.0
+DEFAULT_CAP = "15%"
 P80_Z = 0.8416  # standard normal quantile at 0.8: p80 − p20 = 2·0.8416·σ for normal noise
+TIMER_RESOLUTION_S = 0.5e-6  # CUDA events resolve ≈ 0.5 µs
 IDENTITY = ("name", "sm_count", "memory_bytes", "capability")  # must match unless allowed
 VERSIONS = ("driver", "cuda", "torch", "triton")  # a difference is worth a warning
 _NOT_AXES = {*ID_COLUMNS, *METRIC_COLUMNS, "source"}
+MISSING_LISTED = 10  # missing points named one by one; the rest counted
 
 
 class Verdict(str, Enum):
     FAILED = "failed"  # ok in base, failed in new
     REGRESSION = "regression"
+    MISSING = "missing"  # ok in base; absent, skipped or untimed in new
+    INCONCLUSIVE = "inconclusive"  # noise beyond the cap: cannot be judged
     IMPROVEMENT = "improvement"
     UNCHANGED = "unchanged"  # within the noise bound
-
-
-class Normalize(str, Enum):
-    NONE = "none"
-    DRAM = "dram"
-    TENSOR = "tensor"
-    ROOFLINE = "roofline"
 
 
 def parse_fraction(text: str, option: str = "--threshold") -> float:
@@ -77,10 +80,13 @@ def parse_fraction(text: str, option: str = "--threshold") -> float:
 class Rule:
     threshold: float = 0.05
     k: float = DEFAULT_K
+    cap: float = 0.15  # the widest noise bound a point may have and still be judged
 
     def __post_init__(self):
-        if not (self.threshold >= 0 and self.k >= 0):
-            raise UsageError("the threshold and k must not be negative")
+        if not (self.threshold >= 0 and self.k >= 0):  # also refuses NaN
+            raise UsageError("the threshold and k must not be negative (nor NaN)")
+        if not self.cap >= self.threshold:
+            raise UsageError(f"--noise-cap {self.cap:.1%} must be at least the threshold {self.threshold:.1%}")
 
     def bound(self, noise: float) -> float:
         return max(self.threshold, self.k * noise)
@@ -91,25 +97,39 @@ class Rule:
             return Verdict.REGRESSION
         if 1 / ratio - 1 > bound:
             return Verdict.IMPROVEMENT
-        return Verdict.UNCHANGED
+        return Verdict.INCONCLUSIVE if bound > self.cap else Verdict.UNCHANGED
 
     def describe(self) -> str:
         return (f"a change counts when new/base − 1 (slower) or base/new − 1 (faster) exceeds "
-                f"max({self.threshold:.1%}, {self.k:g} × √(cv_base² + cv_new²))")
+                f"max({self.threshold:.1%}, {self.k:g} × √(noise_base² + noise_new²)); a point whose bound "
+                f"exceeds {self.cap:.1%} is inconclusive")
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def spread(row: dict) -> float:
-    """A row's relative noise: its cv, else from p20/p80; 0 when neither is known."""
+    """A row's relative noise: its cv, else from p20/p80; a resolution-limited row (cv 0) gets a floor.
+
+    The floor is the row's ci_rel where recorded, at least the timer resolution relative to the time
+    per launch — a kernel whose every sample reads the same tick is not noiseless, it is unresolved."""
+    median = row.get("median_s")
+    noise = float("nan")
     if _finite(row.get("cv")) and row["cv"] >= 0:
-        return float(row["cv"])
-    p20, p80, median = row.get("p20_s"), row.get("p80_s"), row.get("median_s")
-    if _finite(p20) and _finite(p80) and _finite(median) and median > 0:
-        return max(0.0, (p80 - p20) / (2 * P80_Z * median))
-    return 0.0
+        noise = float(row["cv"])
+    else:
+        p20, p80 = row.get("p20_s"), row.get("p80_s")
+        if _finite(p20) and _finite(p80) and _finite(median) and median > 0:
+            noise = max(0.0, (p80 - p20) / (2 * P80_Z * median))
+    if noise > 0:
+        return noise
+    floor = float(row["ci_rel"]) if _finite(row.get("ci_rel")) and row["ci_rel"] > 0 else 0.0
+    if _finite(median) and median > 0:
+        launches = row.get("launches_per_sample")
+        launches = float(launches) if _finite(launches) and launches >= 1 else 1.0
+        floor = max(floor, TIMER_RESOLUTION_S / (median * launches))
+    return floor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,69 +198,13 @@ def _keyed(rows: pd.DataFrame) -> dict[tuple, dict]:
     order = rows["timestamp"].fillna("").astype(str).sort_values(kind="stable").index
     for row in rows.loc[order].to_dict("records"):
         values = tuple((a, _text(row[a])) for a in axes if _text(row[a]))
-        out[(row["kernel"], row["impl"], row["dtype"], values, row["l2"], row["graph"])] = row
+        out[(row["kernel"], row["impl"], row["dtype"], _text(row.get("label")), values, row["l2"], row["graph"])] = row
     return out
 
 
 def _timed(row: dict) -> bool:
     return row["status"] == Status.OK.value and row["mode"] == Mode.CUDA.value and _finite(row["median_s"]) \
         and row["median_s"] > 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Ceilings (--normalize)
-# ---------------------------------------------------------------------------------------------
-
-NEEDS = {
-    "dram": "a DRAM ceiling (read/write/copy/triad rows, l2 cold, footprint ≥ 4× L2)",
-    "tensor": "a tensor ceiling (gemm rows at M = N = K ≥ 2048)",
-}
-
-
-class Scaler:
-    """Each side's multiplier for a point under a --normalize mode, from each run's own ceilings."""
-
-    def __init__(self, mode: Normalize, base: Run, new: Run):
-        from analysis.ceilings import best, derive_ceilings
-
-        self.mode = mode
-        self.dram: dict[str, float] = {}
-        self.tensor: dict[str, dict[str, float]] = {}  # side -> dtype -> FLOP/s; "" = best of any dtype
-        needed = {Normalize.NONE: (), Normalize.ROOFLINE: ("dram", "tensor")}.get(mode, (mode.value,))
-        for side, run in (("base", base), ("new", new)) if needed else ():
-            table = derive_ceilings(run.rows)
-            self.dram[side] = best(table, "dram_bw")
-            self.tensor[side] = {d: best(table, "tensor_flops", d) for d in set(table["dtype"])}
-            self.tensor[side][""] = best(table, "tensor_flops")
-            for kind in needed:
-                if not _finite(self.dram[side] if kind == "dram" else self.tensor[side][""]):
-                    raise UsageError(
-                        f"{run.path}: --normalize {mode.value} needs {NEEDS[kind]} and the run has none (give a "
-                        "directory holding the run and a `rooflab ceilings` run of the same node, or --normalize none)")
-
-    def _tensor(self, dtype: str) -> tuple[float, float]:
-        """The point's dtype where both runs measured it, else the best of any dtype."""
-        base, new = self.tensor["base"].get(dtype), self.tensor["new"].get(dtype)
-        if _finite(base) and _finite(new):
-            return base, new
-        return self.tensor["base"][""], self.tensor["new"][""]
-
-    def kind(self, row: dict) -> str:
-        flops = row["flops"] if _finite(row["flops"]) else 0
-        nbytes = row["bytes"] if _finite(row["bytes"]) else 0
-        if self.mode is Normalize.NONE or (flops <= 0 and nbytes <= 0):
-            return ""
-        if self.mode is Normalize.DRAM:
-            return "dram" if nbytes > 0 else ""
-        if self.mode is Normalize.TENSOR:
-            return "tensor" if flops > 0 else ""
-        ridge = self._tensor(row["dtype"])[0] / self.dram["base"]
-        return "dram" if nbytes > 0 and flops / nbytes < ridge else "tensor"
-
-    def factors(self, kind: str, dtype: str) -> tuple[float, float]:
-        if kind == "dram":
-            return self.dram["base"], self.dram["new"]
-        return self._tensor(dtype) if kind == "tensor" else (1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +217,7 @@ class PointVerdict:
     kernel: str
     impl: str
     dtype: str
+    label: str
     axes: dict[str, str]
     l2: str
     graph: str
@@ -262,16 +227,22 @@ class PointVerdict:
     ratio: float | None = None  # new / base, normalised where asked
     noise: float | None = None
     bound: float | None = None
-    normalized_by: str = ""  # "dram", "tensor" or "" (raw times)
-    error: str = ""  # why the point failed in new
+    normalized_by: str = ""  # "dram", "tensor", "vector" or "" (raw times)
+    error: str = ""  # why the point failed or is missing in new
 
     def point(self) -> str:
-        text = " ".join(f"{k}={v}" for k, v in self.axes.items())
+        text = " ".join([self.label] * bool(self.label) + [f"{k}={v}" for k, v in self.axes.items()])
         if self.l2 != "cold":
             text += f" l2={self.l2}"
         if self.graph != "auto":
             text += f" graph={self.graph}"
         return text.strip() or "-"
+
+
+@dataclass(frozen=True)
+class Allowances:
+    missing: float = 0.0  # fraction of BASE's timed points that may be missing or skipped in NEW
+    inconclusive: bool = False  # whether inconclusive points may pass the gate
 
 
 @dataclass
@@ -281,15 +252,39 @@ class Comparison:
     rule: Rule
     normalize: Normalize
     points: list[PointVerdict]
-    unmatched: dict[str, int]
+    only_in_new: int
     warnings: list[str]
+    allow: Allowances = Allowances()
 
     def count(self, verdict: Verdict) -> int:
         return sum(p.verdict is verdict for p in self.points)
 
     @property
+    def base_timed(self) -> int:
+        return len(self.points)
+
+    @property
+    def missing_fraction(self) -> float:
+        return self.count(Verdict.MISSING) / self.base_timed if self.base_timed else 0.0
+
+    def reasons(self) -> list[str]:
+        """Why the gate fails; empty when it passes."""
+        out = []
+        if self.count(Verdict.REGRESSION):
+            out.append(f"{self.count(Verdict.REGRESSION)} regressions")
+        if self.count(Verdict.FAILED):
+            out.append(f"{self.count(Verdict.FAILED)} points failed in new")
+        if self.count(Verdict.MISSING) and self.missing_fraction > self.allow.missing:
+            out.append(f"{self.count(Verdict.MISSING)} of {self.base_timed} points missing in new "
+                       f"({self.missing_fraction:.1%} > --allow-missing {self.allow.missing:.1%})")
+        if self.count(Verdict.INCONCLUSIVE) and not self.allow.inconclusive:
+            out.append(f"{self.count(Verdict.INCONCLUSIVE)} inconclusive points (noise beyond the "
+                       f"{self.rule.cap:.0%} cap; --allow-inconclusive to pass them)")
+        return out
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.count(Verdict.REGRESSION) or self.count(Verdict.FAILED) else 0
+        return 1 if self.reasons() else 0
 
 
 def check_devices(base: Run, new: Run, allow_different: bool) -> list[str]:
@@ -307,25 +302,31 @@ def check_devices(base: Run, new: Run, allow_different: bool) -> list[str]:
     return warnings
 
 
+def _missing_reason(row: dict | None) -> str:
+    if row is None:
+        return "not in new"
+    if row["status"] == Status.SKIPPED.value:
+        return f"skipped in new: {row.get('error') or 'no reason given'}"
+    return f"not timed in new (mode {row['mode']})"
+
+
 def compare(base: Run, new: Run, rule: Rule = Rule(), normalize: Normalize = Normalize.NONE,
-            allow_different_devices: bool = False) -> Comparison:
+            allow_different_devices: bool = False, allow: Allowances = Allowances()) -> Comparison:
     warnings = check_devices(base, new, allow_different_devices)
     base_rows, new_rows = _keyed(base.rows), _keyed(new.rows)
     base_ok = {k: r for k, r in base_rows.items() if _timed(r)}
     if not base_ok:
         raise UsageError(f"{base.path}: no timed rows (status ok, timed on CUDA) to compare against")
-    scaler = Scaler(normalize, base, new)
-    points, unmatched = [], {"only_in_base": 0, "only_in_new": 0, "skipped_in_new": 0}
+    scaler = Scaler(normalize, {"base": (str(base.path), base.rows), "new": (str(new.path), new.rows)})
+    points = []
     for key, b in base_ok.items():
         n = new_rows.get(key)
-        common = dict(kernel=key[0], impl=key[1], dtype=key[2], axes=dict(key[3]), l2=key[4], graph=key[5],
-                      base_s=float(b["median_s"]))
-        if n is None:
-            unmatched["only_in_base"] += 1
-        elif n["status"] == Status.FAILED.value:
-            points.append(PointVerdict(**common, verdict=Verdict.FAILED, error=n["error"]))
-        elif not _timed(n):
-            unmatched["skipped_in_new"] += 1
+        common = dict(kernel=key[0], impl=key[1], dtype=key[2], label=key[3], axes=dict(key[4]), l2=key[5],
+                      graph=key[6], base_s=float(b["median_s"]))
+        if n is not None and n["status"] == Status.FAILED.value:
+            points.append(PointVerdict(**common, verdict=Verdict.FAILED, error=n["error"] or "failed"))
+        elif n is None or not _timed(n):
+            points.append(PointVerdict(**common, verdict=Verdict.MISSING, error=_missing_reason(n)))
         else:
             kind = scaler.kind(b)
             base_factor, new_factor = scaler.factors(kind, key[2])
@@ -333,18 +334,20 @@ def compare(base: Run, new: Run, rule: Rule = Rule(), normalize: Normalize = Nor
             noise = math.hypot(spread(b), spread(n))
             points.append(PointVerdict(**common, verdict=rule.verdict(ratio, noise), new_s=float(n["median_s"]),
                                        ratio=ratio, noise=noise, bound=rule.bound(noise), normalized_by=kind))
-    unmatched["only_in_new"] = sum(1 for k, r in new_rows.items() if _timed(r) and k not in base_ok)
-    if not points:
+    only_in_new = sum(1 for k, r in new_rows.items() if _timed(r) and k not in base_ok)
+    if all(p.verdict is Verdict.MISSING for p in points) and not any(k in base_ok for k in new_rows):
         raise UsageError(f"no points in common between {base.path} and {new.path} "
-                         f"({len(base_ok)} timed in base, {len(new_rows)} rows in new)")
-    return Comparison(base, new, rule, normalize, points, unmatched, warnings)
+                         f"({len(base_ok)} timed in base, {len(new_rows)} rows in new): is NEW a run of the same "
+                         "suite?")
+    return Comparison(base, new, rule, normalize, points, only_in_new, warnings, allow)
 
 
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
 
-ORDER = {Verdict.FAILED: 0, Verdict.REGRESSION: 1, Verdict.IMPROVEMENT: 2, Verdict.UNCHANGED: 3}
+ORDER = {Verdict.FAILED: 0, Verdict.REGRESSION: 1, Verdict.INCONCLUSIVE: 2, Verdict.MISSING: 3,
+         Verdict.IMPROVEMENT: 4, Verdict.UNCHANGED: 5}
 
 
 def _time(seconds: float | None) -> str:
@@ -373,15 +376,22 @@ def render(c: Comparison) -> str:
     lines += [f"warning: {w}" for w in c.warnings]
     if c.normalize is not Normalize.NONE:
         lines.append(f"ratios normalised by each run's own ceilings ({c.normalize.value})")
-    changed = [p for p in c.points if p.verdict is not Verdict.UNCHANGED]
-    lines += ([""] + _table(changed) + [""]) if changed else []
-    lines.append(f"{len(c.points)} points compared: {c.count(Verdict.REGRESSION)} regressions, "
-                 f"{c.count(Verdict.FAILED)} failed in new, {c.count(Verdict.IMPROVEMENT)} improvements, "
+    shown = [p for p in c.points if p.verdict not in (Verdict.UNCHANGED, Verdict.MISSING)]
+    missing = [p for p in c.points if p.verdict is Verdict.MISSING]
+    shown += missing[:MISSING_LISTED]
+    lines += ([""] + _table(shown) + [""]) if shown else []
+    if len(missing) > MISSING_LISTED:
+        lines.append(f"… and {len(missing) - MISSING_LISTED} more missing points (all in --json)")
+    compared = len(c.points) - len(missing)
+    lines.append(f"{c.base_timed} points timed in base, {compared} compared: {c.count(Verdict.REGRESSION)} "
+                 f"regressions, {c.count(Verdict.FAILED)} failed in new, {len(missing)} missing in new, "
+                 f"{c.count(Verdict.INCONCLUSIVE)} inconclusive, {c.count(Verdict.IMPROVEMENT)} improvements, "
                  f"{c.count(Verdict.UNCHANGED)} within noise")
-    if any(c.unmatched.values()):
-        lines.append("unmatched: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in c.unmatched.items() if n))
+    if c.only_in_new:
+        lines.append(f"{c.only_in_new} points only in new (not judged)")
     lines.append(f"rule: {c.rule.describe()}")
-    lines.append("verdict: " + ("REGRESSION" if c.exit_code else "pass"))
+    reasons = c.reasons()
+    lines.append("verdict: " + (f"FAIL ({'; '.join(reasons)})" if reasons else "pass"))
     return "\n".join(lines)
 
 
@@ -397,21 +407,46 @@ def to_json(c: Comparison) -> dict[str, Any]:
     return {
         "base": str(c.base.path), "new": str(c.new.path),
         "devices": {"base": c.base.device, "new": c.new.device},
-        "rule": {"threshold": c.rule.threshold, "k": c.rule.k, "text": c.rule.describe()},
+        "rule": {"threshold": c.rule.threshold, "k": c.rule.k, "noise_cap": c.rule.cap, "text": c.rule.describe()},
+        "allow": {"missing": c.allow.missing, "inconclusive": c.allow.inconclusive},
         "normalize": c.normalize.value, "warnings": c.warnings,
-        "summary": {v.value: c.count(v) for v in Verdict}, "unmatched": c.unmatched,
-        "exit_code": c.exit_code,
+        "summary": {v.value: c.count(v) for v in Verdict}, "base_timed": c.base_timed, "only_in_new": c.only_in_new,
+        "exit_code": c.exit_code, "reasons": c.reasons(),
         "points": [{k: _plain(v) for k, v in asdict(p).items()} for p in c.points],
     }
 
 
+def _check_writable(path: Path) -> None:
+    """One line now, before any work, for a --json path that cannot be written."""
+    if path.is_dir():
+        raise UsageError(f"--json {path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"--json {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--json {path}: not writable")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        tmp.replace(path)  # never a half-written verdict file
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
+
+
 def run_compare(base: str | Path, new: str | Path, *, threshold: str = DEFAULT_THRESHOLD, k: float = DEFAULT_K,
-                normalize: str = "none", allow_different_devices: bool = False, json_path: str | Path | None = None,
+                noise_cap: str = DEFAULT_CAP, normalize: str = "none", allow_different_devices: bool = False,
+                allow_missing: str = "0%", allow_inconclusive: bool = False, json_path: str | Path | None = None,
                 out: Callable[[str], None] = print) -> int:
-    """``rooflab compare``: prints the table and summary; 1 on a regression, 0 otherwise."""
-    rule = Rule(parse_fraction(threshold), k)
-    result = compare(load_run(base), load_run(new), rule, Normalize(normalize), allow_different_devices)
-    out(render(result))
+    """``rooflab compare``: prints the table and summary; 1 when the gate fails, 0 when it passes."""
+    rule = Rule(parse_fraction(threshold), k, parse_fraction(noise_cap, "--noise-cap"))
+    allow = Allowances(parse_fraction(allow_missing, "--allow-missing"), allow_inconclusive)
     if json_path:
-        Path(json_path).write_text(json.dumps(to_json(result), indent=2, allow_nan=False) + "\n")
+        _check_writable(Path(json_path))
+    result = compare(load_run(base), load_run(new), rule, Normalize(normalize), allow_different_devices, allow)
+    if json_path:
+        _write_json(Path(json_path), to_json(result))
+    out(render(result))
     return result.exit_code

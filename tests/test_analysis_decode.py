@@ -10,7 +10,7 @@ import pytest
 from analysis import decode
 from analysis.ceilings import DeviceRoofs, derive_ceilings
 from analysis.devices import get
-from analysis.fit import fit_sweeps
+from analysis.sweeps import fit_sweeps
 from analysis.frames import timed
 from bench.results import load_results
 from kernels.models import LLAMA3_8B, LLAMA3_70B, MODELS, Model

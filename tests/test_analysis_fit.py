@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.fit import POOLED, fit_roofline, fit_sweeps
+from analysis.fit import fit_roofline
+from analysis.sweeps import POOLED, WARM_L2_REASON, fit_sweeps, fits_table
 
 BW, PEAK, T0 = 3.0e12, 700e12, 5e-6
 SHAPES = ((4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (8192, 8192))
@@ -119,7 +120,7 @@ def _frame(rows):
     return pd.DataFrame(rows, columns=columns)
 
 
-def test_l2_resident_points_are_flagged_and_kept_out_of_the_dram_fit(seed):
+def test_warm_l2_resident_points_are_flagged_and_kept_out_of_the_dram_fit(seed):
     rng = np.random.default_rng(seed)
     rows = []
     for (n, k) in SHAPES:
@@ -127,20 +128,17 @@ def test_l2_resident_points_are_flagged_and_kept_out_of_the_dram_fit(seed):
             f, b = 2 * m * n * k, 2 * (m * k + n * k + m * n)
             rows.append(["gemm", "triton", "fp16", f"shape{n}x{k}", "cold", "graph", m, n, k, f, b,
                          float(noisy(np.array([truth(f, b)]), rng)[0]), False])
-    for m in (1, 2, 4, 8, 16):  # fits in L2: 3× faster than DRAM allows
+    for m in (1, 2, 4, 8, 16):  # warm and fits in L2: 3× faster than DRAM allows
         f, b = 2 * m * 512 * 512, 2 * (m * 512 + 512 * 512 + m * 512)
-        rows.append(["gemm", "triton", "fp16", "small", "cold", "graph", m, 512, 512, f, b,
+        rows.append(["gemm", "triton", "fp16", "small", "warm", "graph", m, 512, 512, f, b,
                      T0 + b / (3 * BW), True])
     pooled, per_shape = fit_sweeps(_frame(rows))
-    assert len(pooled) == 1 and pooled[0].shape == POOLED
-    whole = pooled[0]
-    assert whole.n_l2_excluded == 5
-    assert whole.fit.n_points == len(SHAPES) * len(BATCHES)
-    assert len(whole.rows) == len(SHAPES) * len(BATCHES) + 5  # flagged points stay in the rows
-    assert whole.fit.bandwidth == pytest.approx(BW, rel=0.05)
+    cold = next(s for s in pooled if s.l2 == "cold")
+    assert cold.shape == POOLED and cold.n_l2_excluded == 0
+    assert cold.fit.bandwidth == pytest.approx(BW, rel=0.05)
     small = next(s for s in per_shape if s.shape == "small")
     assert small.n_l2_excluded == 5 and small.fit.n_points == 0
-    assert not small.rows["in_fit"].any()
+    assert not small.rows["in_fit"].any() and set(small.rows["excluded"]) == {WARM_L2_REASON}
     fitted = next(s for s in per_shape if s.shape == "shape8192x8192")
     assert fitted.batch == "M"
     assert list(fitted.rows["M"]) == sorted(fitted.rows["M"])
@@ -148,6 +146,107 @@ def test_l2_resident_points_are_flagged_and_kept_out_of_the_dram_fit(seed):
     n = k = 8192
     expected = (2 * n * k / BW) / (2 * n * k / PEAK - 2 * (n + k) / BW)
     assert fitted.knee == pytest.approx(expected, rel=0.15)
+
+
+def test_cold_l2_points_that_fit_in_l2_stay_in_the_fit(seed):
+    """L2 flushed before every sample: a small footprint was still read from DRAM (issue 12)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in 2.0 ** np.arange(7):
+        for n, k in ((1024, 1024), (2048, 2048), (4096, 4096)):  # 2 … 32 MiB: all below a 50 MiB L2
+            f, b = 2 * m * n * k, 2 * (m * k + n * k + m * n)
+            rows.append(["gemv", "triton", "fp16", f"s{n}", "cold", "graph", m, n, k, f, b,
+                         float(noisy(np.array([truth(f, b)]), rng)[0]), True])
+    pooled, per_shape = fit_sweeps(_frame(rows))
+    assert pooled[0].n_l2_excluded == 0 and pooled[0].fit.n_points == len(rows)
+    assert pooled[0].fit.bandwidth == pytest.approx(BW, rel=0.1)
+    assert all(s.rows["in_fit"].all() for s in per_shape)
+
+
+def test_one_shape_is_one_series_across_launch_modes(seed):
+    """CUDA-graph replay below ~100 µs, stream above: still one batch sweep, one fit, one knee."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    n = k = 8192
+    for m in BATCHES:
+        f, b = 2 * m * n * k, 2 * (m * k + n * k + m * n)
+        t = float(noisy(np.array([truth(f, b)]), rng)[0])
+        rows.append(["gemm", "triton", "fp16", "sq", "cold", "graph" if t < 100e-6 else "stream", m, n, k, f, b,
+                     t, False])
+    pooled, per_shape = fit_sweeps(_frame(rows))
+    assert len(pooled) == 1 and len(per_shape) == 1
+    sweep = per_shape[0]
+    assert sweep.launch == "graph+stream" and sweep.fit.n_points == len(BATCHES)
+    assert sweep.fit.peak == pytest.approx(PEAK, rel=0.05) and np.isfinite(sweep.knee)
+
+
+def test_labels_with_the_same_dimensions_stay_separate_series():
+    rows = []
+    for label in ("llama3-8b.gate", "mixtral-8x7b.expert.w1", "square.4096"):
+        n, k = (4096, 4096) if label.startswith("square") else (14336, 4096)
+        for m in (1, 2, 4, 8):
+            f, b = 2 * m * n * k, 2 * (m * k + n * k + m * n)
+            rows.append(["gemv", "triton", "fp16", label, "cold", "graph", m, n, k, f, b, truth(f, b), False])
+    _, per_shape = fit_sweeps(_frame(rows))
+    assert sorted(s.shape for s in per_shape) == ["llama3-8b.gate", "mixtral-8x7b.expert.w1", "square.4096"]
+
+
+def _prefill_frame():
+    rows = []
+    for head_dim in (64, 128):
+        for causal in (False, True):
+            for kv_heads in (32, 8):
+                for seq in (512, 1024, 2048, 4096):
+                    batch = 16384 // seq
+                    f = 4 * batch * 32 * head_dim * (seq * (seq + 1) // 2 if causal else seq * seq)
+                    b = (2 * 32 + 2 * kv_heads) * batch * seq * head_dim * 2
+                    rows.append(dict(kernel="attn_prefill", impl="triton", dtype="bf16", label=f"seq{seq}",
+                                     l2="cold", launch="stream", batch=batch, heads=32, kv_heads=kv_heads, seq=seq,
+                                     head_dim=head_dim, causal=causal, flops=f, bytes=b, median_s=truth(f, b),
+                                     l2_resident=False))
+    return pd.DataFrame(rows)
+
+
+def test_prefill_is_swept_along_seq_and_grouped_by_every_other_axis():
+    _, per_shape = fit_sweeps(_prefill_frame())
+    assert {s.batch for s in per_shape} == {"seq"}
+    assert len(per_shape) == 8  # head_dim × causal × kv_heads, never mixed
+    for sweep in per_shape:
+        assert len(sweep.rows) == 4 and sweep.rows["head_dim"].nunique() == 1 and sweep.rows["causal"].nunique() == 1
+        assert sweep.rows["kv_heads"].nunique() == 1
+        assert "seq512" not in sweep.shape and "head_dim=" in sweep.shape and "causal=" in sweep.shape
+
+
+def test_families_without_flops_have_no_knee(seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in 2 ** np.arange(18, 30):
+        b = 8.0 * n
+        rows.append(["copy", "triton", "fp32", "", "cold", "graph", np.nan, n, np.nan, 0.0, b,
+                     float(noisy(np.array([truth(0.0, b)]), rng)[0]), False])
+    pooled, per_shape = fit_sweeps(_frame(rows))
+    assert per_shape[0].batch == "N" and np.isnan(per_shape[0].knee)
+    assert per_shape[0].fit.bandwidth == pytest.approx(BW, rel=0.05)
+
+
+def test_every_fit_is_exported_with_its_points_and_reasons(seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in BATCHES:
+        f, b = 2 * m * 8192 * 8192, 2 * (m * 8192 + 8192 * 8192 + m * 8192)
+        rows.append(["gemm", "triton", "fp16", "sq", "cold", "graph", m, 8192, 8192, f, b,
+                     float(noisy(np.array([truth(f, b)]), rng)[0]), False])
+    for m in (1, 2, 4):
+        f, b = 2 * m * 512 * 512, 2 * (m * 512 + 512 * 512 + m * 512)
+        rows.append(["gemm", "triton", "fp16", "sq", "warm", "graph", m, 8192, 8192, f, b, T0, True])
+    table = fits_table(*fit_sweeps(_frame(rows)))
+    assert {"kernel", "impl", "dtype", "series", "bandwidth_gbs", "peak_tflops", "t0_us", "knee", "mape",
+            "points_used", "points_excluded", "excluded_why"} <= set(table.columns)
+    cold = table[(table["series"] == "sq") & (table["l2"] == "cold")].iloc[0]
+    assert cold["points_used"] == len(BATCHES) and cold["points_excluded"] == 0
+    assert cold["peak_tflops"] == pytest.approx(PEAK / 1e12, rel=0.05) and np.isfinite(cold["knee"])
+    warm = table[(table["series"] == "sq") & (table["l2"] == "warm")].iloc[0]
+    assert warm["points_excluded"] == 3 and "warm L2" in warm["excluded_why"]
 
 
 def test_per_shape_fit_borrows_the_pooled_t0_when_it_cannot_separate_it(seed):

@@ -86,8 +86,9 @@ def test_rule_bound_and_verdicts():
     rule = Rule(0.05, 3.0)
     assert rule.bound(0.001) == 0.05 and rule.bound(0.04) == pytest.approx(0.12)
     assert rule.verdict(1.20, 0.007) is Verdict.REGRESSION
-    assert rule.verdict(1.03, 0.0566) is Verdict.UNCHANGED
-    assert rule.verdict(1.10, 0.0566) is Verdict.UNCHANGED  # 10 % inside 3 × 5.7 % noise
+    wide = Rule(0.05, 3.0, cap=0.25)
+    assert wide.verdict(1.03, 0.0566) is Verdict.UNCHANGED
+    assert wide.verdict(1.10, 0.0566) is Verdict.UNCHANGED  # 10 % inside 3 × 5.7 % noise
     assert rule.verdict(1 / 1.20, 0.007) is Verdict.IMPROVEMENT
     assert rule.verdict(0.97, 0.0) is Verdict.UNCHANGED
 
@@ -97,7 +98,7 @@ def test_spread_uses_cv_else_the_quantiles():
     # normal noise σ = 1 % of the median: p80 − p20 = 2·0.8416·σ
     from_quantiles = spread({"cv": float("nan"), "p20_s": 1 - 0.008416, "p80_s": 1 + 0.008416, "median_s": 1.0})
     assert from_quantiles == pytest.approx(0.01)
-    assert spread({"cv": None, "median_s": 1.0}) == 0.0
+    assert spread({"cv": None, "median_s": 1.0}) == pytest.approx(0.5e-6)  # nothing known: the timer's floor
 
 
 @pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.05", 0.05), (" 12.5% ", 0.125), ("0", 0.0)])
@@ -117,7 +118,7 @@ def test_a_real_20_percent_slowdown_fails(tmp_path, capsys):
     verdicts = tmp_path / "verdict.json"
     code, out, _ = run(capsys, "compare", base, new, "--json", verdicts)
     assert code == 1, out
-    assert "regression" in out and "+20.0%" in out and "verdict: REGRESSION" in out
+    assert "regression" in out and "+20.0%" in out and "verdict: FAIL (1 regressions)" in out
     data = json.loads(verdicts.read_text())
     assert data["exit_code"] == 1 and data["summary"]["regression"] == 1 and data["summary"]["unchanged"] == 4
     [slow] = [p for p in data["points"] if p["verdict"] == "regression"]
@@ -131,15 +132,16 @@ def test_a_rerun_within_noise_passes(tmp_path, capsys):
     new = copy_run(tmp_path / "new.csv", tuple(t * j for t, j in zip(BASE_TIMES, jitter)))
     code, out, _ = run(capsys, "compare", base, new)
     assert code == 0, out
-    assert "5 points compared: 0 regressions, 0 failed in new, 0 improvements, 5 within noise" in out
+    assert "5 points timed in base, 5 compared: 0 regressions, 0 failed in new, 0 missing in new, 0 inconclusive, " \
+        "0 improvements, 5 within noise" in out
     assert "verdict: pass" in out
 
 
 def test_small_changes_on_noisy_points_pass_and_noise_widens_the_bound(tmp_path, capsys):
-    base = copy_run(tmp_path / "base.csv", BASE_TIMES, cv=0.04)
-    assert run(capsys, "compare", base, copy_run(tmp_path / "a.csv", scaled(1.03), cv=0.04))[0] == 0
-    # 10 %: beyond the 5 % threshold, but inside 3 × √2 × 4 % of noise …
-    assert run(capsys, "compare", base, copy_run(tmp_path / "b.csv", scaled(1.10), cv=0.04))[0] == 0
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES, cv=0.03)
+    assert run(capsys, "compare", base, copy_run(tmp_path / "a.csv", scaled(1.03), cv=0.03))[0] == 0
+    # 10 %: beyond the 5 % threshold, but inside 3 × √2 × 3 % of noise (12.7 %, below the 15 % cap) …
+    assert run(capsys, "compare", base, copy_run(tmp_path / "b.csv", scaled(1.10), cv=0.03))[0] == 0
     # … while on quiet points the same 10 % is a regression
     quiet = copy_run(tmp_path / "quiet.csv", BASE_TIMES, cv=0.003)
     assert run(capsys, "compare", quiet, copy_run(tmp_path / "c.csv", scaled(1.10), cv=0.003))[0] == 1
@@ -179,17 +181,19 @@ def test_unmatched_points_are_counted(tmp_path, capsys):
     rows = [copy_row(n, t) for n, t in zip((1 << 20, *BIG), BASE_TIMES[1:])]  # 1 << 18 missing
     rows += [copy_row(1 << 19, 5e-6), copy_row(1 << 20, 6e-6, dtype="fp16"),  # two new points
              copy_row(1 << 20, 10e-6, l2="warm")]  # another l2 policy: another point
-    code, out, _ = run(capsys, "compare", base, write_run(tmp_path / "new.csv", rows))
-    assert code == 0
-    assert "unmatched: 1 only in base, 3 only in new" in out
+    new = write_run(tmp_path / "new.csv", rows)
+    code, out, _ = run(capsys, "compare", base, new)
+    assert code == 1  # a point of the baseline is gone: the gate cannot vouch for it
+    assert "1 missing in new" in out and "3 points only in new" in out and "not in new" in out
+    assert run(capsys, "compare", base, new, "--allow-missing", "20%")[0] == 0
 
 
 def test_directories_are_runs_and_the_latest_duplicate_wins(tmp_path, capsys):
     copy_run(tmp_path / "base" / "a.csv", BASE_TIMES)
     write_run(tmp_path / "new" / "old.csv", [copy_row(1 << 20, 20e-6, timestamp="2026-01-01T00:00:00+00:00")])
     write_run(tmp_path / "new" / "rerun.csv", [copy_row(1 << 20, 10e-6, timestamp="2026-01-02T00:00:00+00:00")])
-    code, out, _ = run(capsys, "compare", tmp_path / "base", tmp_path / "new")
-    assert code == 0 and "1 points compared" in out and "4 only in base" in out
+    code, out, _ = run(capsys, "compare", tmp_path / "base", tmp_path / "new", "--allow-missing", "80%")
+    assert code == 0 and "5 points timed in base, 1 compared" in out and "4 missing in new" in out, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +291,7 @@ def test_a_directory_run_takes_its_ceilings_from_a_ceilings_run_beside_the_sweep
     assert code == 2 and "needs a DRAM ceiling" in err and "give a directory" in err
     code, out, _ = run(capsys, "compare", tmp_path / "base", tmp_path / "new", "--normalize", "dram")
     assert code == 0, out
-    assert "4 points compared" in out
+    assert "4 points timed in base, 4 compared" in out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +388,7 @@ def test_a_detuned_kernel_is_caught_end_to_end_and_a_rerun_passes(tmp_path, caps
 
     code, out, _ = run(capsys, "compare", tmp_path / "base", tmp_path / "rerun")
     assert code == 0, out
-    assert "8 points compared: 0 regressions" in out
+    assert "8 points timed in base, 8 compared: 0 regressions" in out
 
     code, out, _ = run(capsys, "compare", tmp_path / "base", tmp_path / "detuned", "--json", tmp_path / "v.json")
     assert code == 1, out
@@ -392,3 +396,142 @@ def test_a_detuned_kernel_is_caught_end_to_end_and_a_rerun_passes(tmp_path, caps
     assert verdicts["summary"]["regression"] == 4 and verdicts["summary"]["unchanged"] == 4
     assert {p["kernel"] for p in verdicts["points"] if p["verdict"] == "regression"} == {"triad"}
     assert all(p["ratio"] == pytest.approx(1.2, rel=0.02) for p in verdicts["points"] if p["kernel"] == "triad")
+
+
+# ---------------------------------------------------------------------------------------------
+# A gate that cannot be fooled (issue 12): missing points, noise cap, resolution floor, normalisation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_points_missing_or_skipped_in_new_fail_the_gate(tmp_path, capsys):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+    sizes = (1 << 18, 1 << 20, *BIG)
+    rows = [copy_row(sizes[0], BASE_TIMES[0])]  # 1 of 5 timed; the rest skipped
+    rows += [copy_row(n, None, cv=None, status="skipped", error="does not fit in memory") for n in sizes[1:]]
+    new = write_run(tmp_path / "new.csv", rows)
+    code, out, _ = run(capsys, "compare", base, new, "--json", tmp_path / "v.json")
+    assert code == 1, out
+    assert "4 missing in new" in out and "skipped in new: does not fit in memory" in out
+    assert "4 of 5 points missing in new (80.0% > --allow-missing 0.0%)" in out
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["summary"]["missing"] == 4 and data["exit_code"] == 1
+    assert run(capsys, "compare", base, new, "--allow-missing", "80%")[0] == 0
+    assert run(capsys, "compare", base, new, "--allow-missing", "79%")[0] == 1
+    only_one = write_run(tmp_path / "one.csv", [copy_row(sizes[1], BASE_TIMES[1])])  # the rest absent
+    assert run(capsys, "compare", base, only_one)[0] == 1
+
+
+def test_a_failed_point_fails_even_when_missing_points_are_allowed(tmp_path, capsys):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+    rows = [copy_row(n, t) for n, t in zip((1 << 18, 1 << 20, *BIG), BASE_TIMES)]
+    rows[1] = copy_row(1 << 20, None, cv=None, status="failed", error="max_elem_err 3.2 > 1")
+    new = write_run(tmp_path / "new.csv", rows)
+    assert run(capsys, "compare", base, new, "--allow-missing", "100%")[0] == 1
+
+
+def test_a_slowdown_hidden_in_noise_is_inconclusive_not_a_pass(tmp_path, capsys):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES, cv=0.15)
+    new = copy_run(tmp_path / "new.csv", scaled(1.4), cv=0.15)  # 40 % slower, 15 % CV: bound 64 % uncapped
+    code, out, _ = run(capsys, "compare", base, new, "--json", tmp_path / "v.json")
+    assert code == 1, out
+    assert "5 inconclusive" in out and "inconclusive" in out.split("verdict:")[-1]
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["summary"]["inconclusive"] == 5 and data["summary"]["unchanged"] == 0
+    code, out, _ = run(capsys, "compare", base, new, "--allow-inconclusive")
+    assert code == 0 and "5 inconclusive" in out  # passed on request, still counted and listed
+    assert run(capsys, "compare", base, new, "--noise-cap", "70%")[0] == 0  # a wider cap judges them unchanged
+    much_slower = copy_run(tmp_path / "worse.csv", scaled(2.0), cv=0.15)  # beyond even the noise: a regression
+    code, out, _ = run(capsys, "compare", base, much_slower, "--allow-inconclusive")
+    assert code == 1 and "5 regressions" in out
+
+
+def test_resolution_limited_rows_get_a_noise_floor():
+    row = dict(cv=0.0, p20_s=3.3e-6, p80_s=3.3e-6, median_s=3.3e-6)
+    assert spread(row) == pytest.approx(0.5e-6 / 3.3e-6)  # one timer tick of 0.5 µs
+    assert spread({**row, "launches_per_sample": 100}) == pytest.approx(0.5e-6 / 3.3e-4)
+    assert spread({**row, "ci_rel": 0.2}) == pytest.approx(0.2)
+    assert spread({**row, "cv": 0.01}) == 0.01
+
+
+def test_a_cv_zero_short_kernel_is_not_judged_on_timer_ticks(tmp_path, capsys):
+    base = write_run(tmp_path / "base.csv", [copy_row(1 << 10, 3.0e-6, cv=0.0)])
+    new = write_run(tmp_path / "new.csv", [copy_row(1 << 10, 3.5e-6, cv=0.0)])  # one tick slower
+    code, out, _ = run(capsys, "compare", base, new, "--json", tmp_path / "v.json")
+    [point] = json.loads((tmp_path / "v.json").read_text())["points"]
+    assert point["verdict"] == "inconclusive" and point["noise"] > 0.2
+    # timed as 100 launches per sample, the same tick is 0.17 %: now a real regression
+    base = write_run(tmp_path / "b2.csv", [copy_row(1 << 10, 3.0e-6, cv=0.0, schema_version=2, ci_rel=0.001,
+                                                    launches_per_sample=100)])
+    new = write_run(tmp_path / "n2.csv", [copy_row(1 << 10, 3.5e-6, cv=0.0, schema_version=2, ci_rel=0.001,
+                                                   launches_per_sample=100)])
+    code, out, _ = run(capsys, "compare", base, new)
+    assert code == 1 and "1 regressions" in out
+
+
+def _launch_row(mode, median_s, **over):
+    return copy_row(1, median_s, kernel="launch", N=None, count=100, bytes=4, footprint_bytes=4, l2="warm",
+                    launch=mode, **over)
+
+
+def _fma_row(n, median_s):
+    flops = 2 * 1024 * n
+    return copy_row(n, median_s, kernel="fma", flops=flops, bytes=8 * n, intensity=flops / (8 * n),
+                    tflops=flops / median_s / 1e12)
+
+
+def _write_mixed(path, rows):
+    with ResultWriter(path, columns_for(("M", "N", "K", "count"))) as writer:
+        for row in rows:
+            writer.write(row)
+    write_sidecar(path, {"run_id": path.stem, "mode": "cuda", "device": H100, "software": SOFTWARE})
+    return path
+
+
+def test_normalize_never_scales_launch_latency_by_dram_nor_fma_by_the_tensor_peak(tmp_path, capsys):
+    def node(dram, tensor):
+        rows = [copy_row(n, t / dram) for n, t in zip((1 << 18, 1 << 20, *BIG), BASE_TIMES)]
+        rows += [gemm_row(s, t / tensor) for s, t in ((2048, 0.02e-3), (4096, 0.15e-3), (8192, 1.2e-3))]
+        rows += [_launch_row("stream", 250e-6), _launch_row("graph", 130e-6), _fma_row(1 << 22, 200e-6)]
+        return rows
+
+    base = _write_mixed(tmp_path / "base.csv", node(1.0, 1.0))
+    other = _write_mixed(tmp_path / "other.csv", node(0.8, 0.7))  # same launch and fma times
+    for mode in ("dram", "tensor", "roofline"):
+        code, out, _ = run(capsys, "compare", base, other, "--normalize", mode, "--json", tmp_path / "v.json")
+        points = json.loads((tmp_path / "v.json").read_text())["points"]
+        for p in points:
+            if p["kernel"] in ("launch", "fma"):
+                assert p["normalized_by"] in ("", "vector") and p["ratio"] == pytest.approx(1.0), (mode, p)
+                assert p["kernel"] == "fma" or p["normalized_by"] == ""
+                assert p["verdict"] == "unchanged", (mode, p)
+
+
+def test_json_into_a_missing_directory_is_one_line_and_exit_2(tmp_path, capsys):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+    code, out, err = run(capsys, "compare", base, base, "--json", tmp_path / "missing_dir" / "v.json")
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "missing_dir").exists()
+    code, _, err = run(capsys, "compare", base, base, "--json", tmp_path)
+    assert code == 2 and "is a directory" in err
+
+
+def test_an_internal_error_is_exit_2_never_1(tmp_path, capsys, monkeypatch):
+    import bench.compare
+
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("synthetic crash")
+
+    monkeypatch.setattr(bench.compare, "compare", broken)
+    code, out, err = run(capsys, "compare", base, base)
+    assert code == 2 and err.count("\n") == 1 and "internal error" in err and "ZeroDivisionError" in err
+
+
+@pytest.mark.parametrize("option, message", [(("--allow-missing", "lots"), "--allow-missing"),
+                                             (("--noise-cap", "1%"), "at least the threshold"),
+                                             (("-k", "nan"), "must not be negative")])
+def test_new_gate_options_are_checked(tmp_path, capsys, option, message):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+    code, _, err = run(capsys, "compare", base, base, *option)
+    assert code == 2 and message in err and err.count("\n") == 1
