@@ -9,7 +9,8 @@ from __future__ import annotations
 import platform
 import re
 import subprocess
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,36 @@ def _nvml():
     return pynvml
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def nvml_handle(nvml, index: int):
+    """NVML's handle of CUDA device ``index``, found by UUID, else PCI bus id — never by NVML's own index,
+    which names another card when CUDA_VISIBLE_DEVICES reorders or hides GPUs."""
+    props = torch.cuda.get_device_properties(index)
+    uuid = str(getattr(props, "uuid", "") or "")
+    if uuid:
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        except Exception:
+            pass
+    bus = getattr(props, "pci_bus_id", None)
+    if bus is not None:
+        pci = f"{getattr(props, 'pci_domain_id', 0):08X}:{bus:02X}:{getattr(props, 'pci_device_id', 0):02X}.0"
+        return nvml.nvmlDeviceGetHandleByPciBusId_v2(pci)
+    raise RuntimeError("torch reports neither a UUID nor a PCI bus id for this device")
+
+
 # NVML clock-event (throttle) reason bits, named as in nvml.h
 _THROTTLE_BITS = {
     0x1: "gpu_idle", 0x2: "app_clocks", 0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x10: "sync_boost",
     0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake", 0x100: "display_clocks",
 }
 _BENIGN = {"gpu_idle", "app_clocks", "sync_boost", "display_clocks"}
+# NVML violation counters (nanoseconds spent held below the requested clock), by perf policy
+_VIOLATIONS = {0: "power", 1: "thermal", 3: "board_limit", 5: "reliability"}
 
 
 def throttle_names(mask: int) -> list[str]:
@@ -101,11 +126,15 @@ def throttle_names(mask: int) -> list[str]:
 
 
 def nvml_snapshot(index: int = 0) -> dict[str, Any]:
-    """Driver, clocks, power and throttle state now; {} without NVML."""
+    """Driver, clocks, power and throttle state now; says why when NVML cannot tell."""
     nvml = _nvml()
     if nvml is None:
         return {"nvml": "unavailable"}
-    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    try:
+        handle = nvml_handle(nvml, index)
+        driver = nvml.nvmlSystemGetDriverVersion()
+    except Exception as exc:
+        return {"nvml": f"error: {_first_line(exc)}"}
 
     def read(fn, *args):
         try:
@@ -116,9 +145,10 @@ def nvml_snapshot(index: int = 0) -> dict[str, Any]:
     reasons = read(getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
                    or nvml.nvmlDeviceGetCurrentClocksThrottleReasons)
     power_limit = read(nvml.nvmlDeviceGetEnforcedPowerLimit)
-    driver = nvml.nvmlSystemGetDriverVersion()
+    uuid = read(nvml.nvmlDeviceGetUUID)
     return {
         "driver": driver.decode() if isinstance(driver, bytes) else driver,
+        "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
         "clocks": {
             "sm_mhz": read(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
             "sm_max_mhz": read(nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM),
@@ -129,6 +159,89 @@ def nvml_snapshot(index: int = 0) -> dict[str, Any]:
         "power_limit_w": power_limit / 1000 if power_limit else None,
         "temperature_c": read(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
     }
+
+
+@dataclass
+class ClockReading:
+    """What a :class:`ClockMonitor` saw over one sampling window."""
+
+    min_sm_mhz: float | None = None
+    throttle: list[str] = field(default_factory=list)
+    error: str = ""  # why NVML could not say; the clock columns stay empty
+
+
+class ClockMonitor:
+    """The lowest SM clock and every throttle reason over a window (a sampling of one point).
+
+    A thread polls NVML's SM clock and clock-event reasons every ``interval_s``; NVML's violation
+    counters, read at both ends, add any power/thermal slowdown shorter than a poll. NVML errors
+    never fail a point: the reading says why and holds no clock.
+    """
+
+    def __init__(self, index: int, interval_s: float = 0.01, nvml=None, handle=None):
+        self.interval_s = interval_s
+        self.reading = ClockReading()
+        self._nvml = nvml if nvml is not None else _nvml()
+        self._handle = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mask = 0
+        self._violations: dict[int, int] = {}
+        if self._nvml is None:
+            self.reading.error = "NVML unavailable (nvidia-ml-py not installed or no driver)"
+            return
+        try:
+            self._handle = handle if handle is not None else nvml_handle(self._nvml, index)
+        except Exception as exc:
+            self.reading.error = f"NVML: {_first_line(exc)}"
+
+    def _violation_times(self) -> dict[int, int]:
+        times = {}
+        for policy in _VIOLATIONS:
+            try:
+                times[policy] = int(self._nvml.nvmlDeviceGetViolationStatus(self._handle, policy).violationTime)
+            except Exception:
+                pass  # not every board reports every counter
+        return times
+
+    def _poll(self) -> None:
+        nvml, handle = self._nvml, self._handle
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        try:
+            clock = nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM)
+            self._mask |= int(reasons(handle))
+        except Exception as exc:
+            self.reading.error = self.reading.error or f"NVML: {_first_line(exc)}"
+            return
+        low = self.reading.min_sm_mhz
+        self.reading.min_sm_mhz = clock if low is None else min(low, clock)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._poll()
+
+    def __enter__(self) -> "ClockMonitor":
+        if self._handle is None:
+            return self
+        self._violations = self._violation_times()
+        self._poll()
+        self._thread = threading.Thread(target=self._run, name="rooflab-clocks", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+        after = self._violation_times()
+        names = throttle_names(self._mask)
+        names += [_VIOLATIONS[p] for p, t in after.items() if t > self._violations.get(p, t)]
+        self.reading.throttle = sorted(set(names))
+        if self.reading.error:
+            self.reading.min_sm_mhz = None  # a partial reading would claim more than NVML told
 
 
 def clock_and_throttle(index: int = 0) -> tuple[float | None, str]:

@@ -6,34 +6,29 @@ error and the sweep goes on; a point that must not run is recorded as ``skipped`
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import datetime as dt
+import functools
+import math
 import random
 import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
 from bench import device as devices
-from bench.results import (
-    SCHEMA_VERSION,
-    Mode,
-    ResultWriter,
-    Status,
-    columns_for,
-    read_sidecar,
-    sidecar_path,
-    write_sidecar,
-)
+from bench.resume import continued_run, point_key_text, recorded
+from bench.results import SCHEMA_VERSION, Mode, ResultWriter, Status, columns_for, write_sidecar
 from bench.suites import Point
-from bench.timing import Backend, CudaBackend, SamplingPolicy, measure
+from bench.timing import Backend, Copies, CudaBackend, SamplingPolicy, measure, tuning_benchmark
 from kernels import registry
 from kernels.check import check_point
 from kernels.spec import UsageError
+from kernels.tuning import TUNER
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,14 @@ class Shard:
 
     def select(self, points: list[Point]) -> list[Point]:
         # by position in the deterministic expansion order: shards are disjoint and together complete
-        return [p for i, p in enumerate(points) if i % self.count == self.index - 1]
+        chosen = [p for i, p in enumerate(points) if i % self.count == self.index - 1]
+        if not chosen:
+            raise UsageError(f"--shard {self}: empty — the selection has {len(points)} points, fewer than "
+                             f"{self.index}; use at most {len(points)} shards")
+        return chosen
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 @dataclass(frozen=True)
@@ -76,24 +78,7 @@ class Summary:
     out: Path
     counts: dict[str, int]
     run_id: str
-
-
-def point_key_text(kernel: str, impl: str, dtype: str, axis_values: Iterable[object], l2: str,
-                   graph: str) -> tuple[str, ...]:
-    """A point's identity as the CSV stores it (all text), for --resume."""
-    return (kernel, impl, dtype, *(str(v) for v in axis_values), l2, graph)
-
-
-def _recorded_keys(path: Path) -> set[tuple[str, ...]]:
-    if not path.exists() or path.stat().st_size == 0:
-        return set()
-    keys = set()
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            spec = registry.get(row["kernel"])
-            keys.add(point_key_text(row["kernel"], row["impl"], row["dtype"], (row[a.name] for a in spec.axes),
-                                    row["l2"], row["graph"]))
-    return keys
+    note: str = ""  # e.g. a partial last row dropped on resume
 
 
 def _seed_for(point: Point, run_seed: int) -> int:
@@ -106,6 +91,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 MEMORY_FRACTION = 0.85  # of device memory one point may hold: room for the allocator, graphs, the L2 flush
+COPY_BUDGET_FRACTION = 0.25  # of device memory the rotating input copies of a short kernel may take
+COPY_BUDGET_BYTES = 8 << 30
 
 # Errors after which the CUDA context is unusable: every later point in this process would fail too.
 _STICKY_CUDA_ERRORS = ("illegal memory access", "unspecified launch failure", "illegal instruction",
@@ -124,19 +111,39 @@ def new_run_id(now: dt.datetime, label: str) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{label or 'adhoc'}"
 
 
+def clone_inputs(value: Any) -> Any:
+    """A deep copy of a point's inputs: tensors cloned (strides kept), dataclasses and containers rebuilt."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: clone_inputs(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(clone_inputs(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: clone_inputs(getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
 class Runner:
     """Runs points on one target and turns each into a result row."""
 
     def __init__(self, target: devices.Target, policy: SamplingPolicy, run_seed: int,
-                 backend: Backend | None = None):
+                 backend: Backend | None = None, monitor: Callable[[], devices.ClockMonitor] | None = None):
         self.target = target
         self.policy = policy
         self.run_seed = run_seed
         self.mode = Mode.INTERPRET if target.caps.interpret else Mode.CUDA
         self.backend = backend
+        self.nvml_errors: Counter[str] = Counter()
         self._last_error = ""
         if backend is None and self.mode is Mode.CUDA:
-            self.backend = CudaBackend(target.caps.l2_bytes)
+            self.backend = CudaBackend(target.caps.l2_bytes, policy.flush)
+        index = target.torch_device.index or 0
+        self._monitor = monitor or (functools.partial(devices.ClockMonitor, index) if self.mode is Mode.CUDA
+                                    else None)
+        if self.backend is not None:  # autotuning benchmarks a few cold-L2 runs per config, not 100 ms
+            TUNER.benchmark = functools.partial(tuning_benchmark, self.backend)
 
     def key_text(self, point: Point) -> tuple[str, ...]:
         policy = self.policy.with_overrides(point.timing)
@@ -168,28 +175,55 @@ class Runner:
                       f"device's {memory / 2**30:.1f} GiB")
         if reason:
             return {**row, "status": Status.SKIPPED, "error": reason}
-        return {**row, **self._run(spec, impl, point, policy)}
+        return {**row, **self._run(spec, impl, point, policy, footprint)}
 
-    def _run(self, spec, impl, point: Point, policy: SamplingPolicy) -> dict:
+    def _copies(self, spec, impl, point: Point, checked, footprint: int) -> Copies:
+        """Rotating copies of the point's inputs for a short kernel: together past 2× L2 when cold."""
+        l2 = self.target.caps.l2_bytes
+        budget = min(COPY_BUDGET_BYTES, COPY_BUDGET_FRACTION * (self.target.caps.memory_bytes or COPY_BUDGET_BYTES))
+        per_copy = max(footprint, 1)
+
+        def make(count: int) -> list[Callable[[], object]]:
+            runs = [checked.launch.run]
+            for _ in range(count - 1):
+                runs.append(impl.build(clone_inputs(checked.inputs), point.case).run)
+            return runs
+
+        return Copies(make, least=math.ceil(2 * l2 / per_copy) + 1 if l2 else 1, most=max(1, int(budget // per_copy)))
+
+    def _timed(self, spec, impl, point: Point, policy: SamplingPolicy, checked, footprint: int) -> dict:
+        copies = self._copies(spec, impl, point, checked, footprint)
+        monitor = self._monitor() if self._monitor else None
+        if monitor is not None:
+            with monitor:
+                m = measure(checked.launch.run, self.backend, policy, copies)
+            reading = monitor.reading
+            if reading.error:
+                self.nvml_errors[reading.error] += 1
+            clock, throttle = reading.min_sm_mhz, " ".join(reading.throttle)
+        else:
+            m = measure(checked.launch.run, self.backend, policy, copies)
+            clock, throttle = None, ""
+        flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
+        return {
+            "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": m.cv, "ci_rel": m.ci_rel,
+            "samples": m.samples, "converged": m.converged, "launches_per_sample": m.launches_per_sample,
+            "tflops": flops / m.median_s / 1e12, "gbps": nbytes / m.median_s / 1e9,
+            "launch": m.launch, "sm_clock_mhz": clock, "throttle": throttle, "error": m.warning,
+        }
+
+    def _run(self, spec, impl, point: Point, policy: SamplingPolicy, footprint: int) -> dict:
         checked = None
         self._last_error = ""
         try:
             checked = check_point(spec, impl, point.case, self.target.torch_device, _seed_for(point, self.run_seed))
-            result = {"rel_err": checked.rel_err, "config": checked.launch.config()}
+            result = {"rel_err": checked.rel_err, "max_elem_err": checked.element.ratio,
+                      "config": checked.launch.config(), "tune_s": checked.first_call_s}
             if not checked.ok:
                 return {**result, "status": Status.FAILED, "error": checked.message()}
             if self.mode is Mode.INTERPRET:
                 return {**result, "status": Status.OK}
-            m = measure(checked.launch.run, self.backend, policy)
-            clock, throttle = devices.clock_and_throttle(self.target.torch_device.index or 0)
-            flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
-            return {
-                **result, "status": Status.OK,
-                "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": m.cv, "samples": m.samples,
-                "tflops": flops / m.median_s / 1e12, "gbps": nbytes / m.median_s / 1e9,
-                "launch": m.launch, "sm_clock_mhz": clock, "throttle": throttle,
-                "error": "" if m.converged else f"noise {m.cv:.2%} above target at timeout",
-            }
+            return {**result, "status": Status.OK, **self._timed(spec, impl, point, policy, checked, footprint)}
         except torch.cuda.OutOfMemoryError:
             return {"status": Status.FAILED, "error": "out of memory"}
         except Exception as exc:  # a compile error or bad config fails this point, not the sweep
@@ -210,20 +244,38 @@ def _progress(points: list[Point], enabled: bool):
     return tqdm(points, unit="pt", dynamic_ncols=True, file=sys.stderr, disable=not sys.stderr.isatty())
 
 
+def _timing_record(policy: SamplingPolicy) -> dict:
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(policy).items()}
+
+
 def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target,
-              backend: Backend | None = None, on_row: Callable[[dict], None] | None = None) -> Summary:
-    """Measure ``points`` on ``target`` into ``options.out``; rows are flushed one by one."""
+              backend: Backend | None = None, on_row: Callable[[dict], None] | None = None,
+              stop: Callable[[], bool] | None = None) -> Summary:
+    """Measure ``points`` on ``target`` into ``options.out``; rows are flushed one by one.
+
+    ``stop`` is asked before each point; when it says True the sweep ends there, every row so far kept.
+    """
     out = options.out
+    if not points:
+        raise UsageError("nothing selected: the sweep has no points (check --axis/--impl/--dtype values)")
     if options.shard:
         points = options.shard.select(points)
     specs = {p.kernel: registry.get(p.kernel) for p in points}
     columns = columns_for(a.name for spec in specs.values() for a in spec.axes)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory: give a results file, e.g. {out / 'run.csv'}")
     if out.exists() and out.stat().st_size > 0 and not options.resume:
         raise UsageError(f"{out} exists: pass --resume to continue it, or choose another --out")
     now = dt.datetime.now(dt.timezone.utc)
-    done = _recorded_keys(out) if options.resume else set()
-    if options.resume and sidecar_path(out).exists():
-        metadata = read_sidecar(out)
+    mode = (Mode.INTERPRET if target.caps.interpret else Mode.CUDA).value
+    shard = str(options.shard) if options.shard else ""
+    note = ""
+    done: frozenset = frozenset()
+    if options.resume and out.exists() and out.stat().st_size > 0:
+        metadata = continued_run(out, seed=options.seed, suite=options.suite, mode=mode, shard=shard,
+                                 timing=_timing_record(options.policy))
+        previous = recorded(out)
+        done, note = previous.keys, previous.note
         metadata.setdefault("resumed", []).append(now.isoformat(timespec="seconds"))
         run_seed = int(metadata["seed"])
     else:
@@ -231,11 +283,9 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
         metadata = {
             "run_id": out.stem,  # results/<device-slug>/<run_id>.csv
             "started": now.isoformat(timespec="seconds"),
-            "mode": (Mode.INTERPRET if target.caps.interpret else Mode.CUDA).value,
-            "suite": options.suite, "seed": run_seed, "command": options.command,
-            "shard": f"{options.shard.index}/{options.shard.count}" if options.shard else "",
+            "mode": mode, "suite": options.suite, "seed": run_seed, "command": options.command, "shard": shard,
             "device": target.metadata, "software": devices.software(), **devices.git_commit(),
-            "timing": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(options.policy).items()},
+            "timing": _timing_record(options.policy),
         }
     run_id = metadata["run_id"]
     runner = Runner(target, options.policy, run_seed, backend)
@@ -243,9 +293,15 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
     base = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "suite": options.suite, "device": target.slug,
             "mode": runner.mode.value}
     counts: Counter[str] = Counter()
-    with ResultWriter(out, columns) as writer:
+    try:
+        writer = ResultWriter(out, columns)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    with writer:
         write_sidecar(out, metadata)
         for point in _progress(todo, options.progress):
+            if stop is not None and stop():
+                break
             row = runner.row(point, base)
             writer.write(row)
             counts[Status(row["status"]).value] += 1
@@ -255,7 +311,9 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
                 raise ContextLost(f"CUDA context lost at {point.case.label()} {point.impl} ({row['error']}); "
                                   f"rows so far are in {out}: rerun with --out {out} --resume")
     metadata["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if runner.nvml_errors:
+        metadata["nvml_errors"] = dict(runner.nvml_errors)  # why clock columns are empty
     if runner.mode is Mode.CUDA:
         metadata["device_after"] = devices.nvml_snapshot(target.torch_device.index or 0)
     write_sidecar(out, metadata)
-    return Summary(out, dict(counts), run_id)
+    return Summary(out, dict(counts), run_id, note)

@@ -1,13 +1,21 @@
 """A simulated device for testing the timing harness on the CPU.
 
-Device time advances only through the simulated operations; a kernel is fast when its data is
-still in the simulated L2 (the previous operation was the kernel itself) and slow after a flush.
-The first ``slow_runs`` launches are slower still, as JIT compilation and clock ramp-up are.
+The host and the device have separate clocks. Every call the host makes costs it host time
+(``host_launch_s`` per kernel launch, event record or flush; a graph replay costs one launch for the
+whole graph); the device runs what was enqueued in order, starting each operation no earlier than
+the host enqueued it, so a host that submits slowly leaves gaps on the device. Events read the
+device clock when the device reaches them, rounded down to ``event_resolution_s`` (CUDA events
+resolve about 0.5 µs). A kernel is fast when its data is still in the simulated L2 (the previous
+kernel touched the same data and no flush came between) and slow after a flush. The first
+``slow_runs`` launches are slower still, as JIT compilation and clock ramp-up are. ``duration``
+replaces the kernel's time model (e.g. bimodal or drifting clocks).
 """
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Callable
 
 
 class _Marker:
@@ -16,51 +24,81 @@ class _Marker:
         self.t: float | None = None
 
     def record(self) -> None:
-        self.t = self.gpu.clock
+        self.t = self.gpu._enqueue(0.0, host_cost=self.gpu.event_host_s)
 
     def elapsed_s(self, end: "_Marker") -> float:
         assert self.t is not None and end.t is not None, "elapsed read before both events were recorded"
+        res = self.gpu.event_resolution_s
+        if res:
+            return (math.floor(end.t / res) - math.floor(self.t / res)) * res
         return end.t - self.t
 
 
 class FakeGpu:
     def __init__(self, *, cold_s=10e-6, warm_s=4e-6, flush_s=30e-6, noise=0.0, slow_runs=0, slow_factor=10.0,
-                 host_overhead_s=2e-6, capturable=True, seed=1):
+                 host_overhead_s=2e-6, event_host_s=0.0, event_resolution_s=0.0, capturable=True, seed=1,
+                 duration: Callable[["FakeGpu"], float] | None = None):
         self.cold_s, self.warm_s, self.flush_s = cold_s, warm_s, flush_s
         self.noise, self.slow_runs, self.slow_factor = noise, slow_runs, slow_factor
-        self.host_overhead_s = host_overhead_s
+        self.host_overhead_s = host_overhead_s  # host cost of one kernel launch (or one graph replay)
+        self.event_host_s = event_host_s
+        self.event_resolution_s = event_resolution_s
         self.capturable = capturable
+        self.duration = duration
         self.rng = random.Random(seed)
-        self.clock = 0.0  # device time
-        self.host = 0.0  # host time: the host waits for the device at every synchronize
-        self.cache_warm = False
+        self.device_free = 0.0  # device time at which the enqueued work ends
+        self.host = 0.0
+        self.last_data: object = None  # what the last kernel touched (None after a flush)
         self.runs = 0
         self.flushes = 0
         self.captured = 0
+        self.holds = 0
+        self._replaying = False
+
+    @property
+    def clock(self) -> float:
+        return self.device_free
+
+    def _enqueue(self, device_s: float, host_cost: float) -> float:
+        """Host pays ``host_cost``; the device starts the op once both it and the host got there."""
+        self.host += host_cost
+        start = max(self.device_free, self.host)
+        self.device_free = start + device_s
+        return self.device_free
 
     # the kernel under test
-    def kernel(self) -> None:
-        duration = self.warm_s if self.cache_warm else self.cold_s
-        if self.runs < self.slow_runs:
-            duration *= self.slow_factor
-        if self.noise:
-            duration *= max(0.05, 1.0 + self.rng.gauss(0.0, self.noise))
-        self.clock += duration
-        self.host += self.host_overhead_s
-        self.cache_warm = True
+    def kernel(self, data: object = 0) -> None:
+        if self.duration is not None:
+            duration = self.duration(self)
+        else:
+            duration = self.warm_s if self.last_data == data else self.cold_s
+            if self.runs < self.slow_runs:
+                duration *= self.slow_factor
+            if self.noise:
+                duration *= max(0.05, 1.0 + self.rng.gauss(0.0, self.noise))
+        self._enqueue(duration, host_cost=0.0 if self._replaying else self.host_overhead_s)
+        self.last_data = data
         self.runs += 1
+
+    def copies(self, count: int) -> list[Callable[[], None]]:
+        """Runs of the kernel over ``count`` distinct copies of its data."""
+        return [lambda i=i: self.kernel(("copy", i)) for i in range(count)]
 
     # the Backend protocol
     def event(self) -> _Marker:
         return _Marker(self)
 
     def flush_l2(self) -> None:
-        self.clock += self.flush_s
-        self.cache_warm = False
+        self._enqueue(self.flush_s, host_cost=self.host_overhead_s)
+        self.last_data = None
         self.flushes += 1
 
+    def hold(self, seconds: float) -> None:
+        self._enqueue(seconds, host_cost=self.host_overhead_s)
+        self.holds += 1
+
     def synchronize(self) -> None:
-        self.host = max(self.host, self.clock)
+        self.host = max(self.host, self.device_free)
 
     def host_time(self) -> float:
         return self.host
@@ -69,7 +107,16 @@ class FakeGpu:
         if not self.capturable:
             return None
         self.captured += 1
-        return fn
+
+        def replay():
+            self.host += self.host_overhead_s  # one launch for the whole graph
+            self._replaying = True
+            try:
+                fn()
+            finally:
+                self._replaying = False
+
+        return replay
 
 
 class _HostMarker:
@@ -96,6 +143,9 @@ class HostClockBackend:
 
     def flush_l2(self) -> None:
         self.flushes += 1
+
+    def hold(self, seconds: float) -> None:
+        pass
 
     def synchronize(self) -> None:
         pass

@@ -4,7 +4,8 @@ The large size is N = 2²⁸ elements (1 GiB per fp32 array, far past 4× any Ho
 copy/triad/read/write rows double as the run's own DRAM ceiling for ``rooflab compare --normalize
 dram``; the smaller 2²⁴ (64 MiB per fp32 array) is nearer where launch and tail effects show.
 
-Beside them, one small point per kernel family: a regression in any kernel shows here first.
+Beside them, one small point per kernel family: a regression in any kernel shows here first; and
+one ragged point per family (sizes no block divides), so masked edges are gated on hardware too.
 """
 
 from bench.suites import Shape, Suite, Sweep
@@ -12,6 +13,21 @@ from bench.suites import Shape, Suite, Sweep
 GIB_FP32 = 1 << 28  # elements: 1 GiB per fp32 array
 SIZES = (1 << 24, GIB_FP32)  # 64 MiB and 1 GiB per fp32 array
 WARM = {"l2": "warm"}
+
+# sizes that are no multiple of any block: masks and TMA edges run on hardware, not only in the interpreter
+RAGGED = (
+    Sweep.make("copy", ("triton",), ("fp16",), N=((1 << 24) + 3,)),
+    Sweep.make("gemm", ("triton", "torch"), ("fp16",), shapes=(Shape.of("ragged.4095x4100", N=4095, K=4100),),
+               M=(257,)),
+    Sweep.make("gemv", ("triton", "torch"), ("fp16",), shapes=(Shape.of("ragged.14335x4104", N=14335, K=4104),),
+               M=(1, 3)),
+    Sweep.make("attn_decode", ("triton", "torch"), ("fp16",), batch=(5,), heads=(32,), kv_heads=(8,),
+               context=(4099,), cache=("paged",)),
+    Sweep.make("attn_prefill", ("triton", "torch"), ("fp16",), batch=(1,), heads=(32,), kv_heads=(8,),
+               seq_q=(1000,), seq_kv=(1000,), causal=(True,)),
+    Sweep.make("qgemv", ("triton", "torch"), ("fp16",), shapes=(Shape.of("ragged.14335x4096", N=14335, K=4096),),
+               format=("int4",), group_size=(128,), M=(3,)),
+)
 
 CI = Suite(
     "ci",
@@ -34,12 +50,12 @@ CI = Suite(
         Sweep.make("attn_decode", ("triton", "torch"), ("fp16",), batch=(1, 32), heads=(32,), kv_heads=(8,),
                    context=(4096, 32768), cache=("paged",)),
         Sweep.make("attn_prefill", ("triton", "torch"), ("fp16", "bf16"), batch=(1,), heads=(32,), kv_heads=(8,),
-                   seq=(4096,), causal=(True,)),
+                   seq_q=(4096,), seq_kv=(4096,), causal=(True,)),
         Sweep.make("qgemv", ("triton", "torch"), ("fp16",), shapes=(Shape.of("llama3-8b.gate", N=14336, K=4096),),
                    format=("int4",), group_size=(128,), M=(1,)),
         Sweep.make("qgemm", ("triton", "torch"), ("fp16",), shapes=(Shape.of("llama3-8b.gate", N=14336, K=4096),),
                    format=("int4",), group_size=(128,), M=(256,)),
         Sweep.make("dequant", ("triton",), ("fp16",), shapes=(Shape.of("llama3-8b.gate", N=14336, K=4096),),
                    format=("int4",), group_size=(128,)),
-    ),
+    ) + RAGGED,
 )

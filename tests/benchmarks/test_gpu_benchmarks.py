@@ -87,6 +87,9 @@ class RecordingBackend:
     def flush_l2(self) -> None:
         self.inner.flush_l2()
 
+    def hold(self, seconds: float) -> None:
+        self.inner.hold(seconds)
+
     def synchronize(self) -> None:
         self.inner.synchronize()
 
@@ -98,10 +101,10 @@ class RecordingBackend:
 
 
 def measure_samples(run: Callable[[], object], backend: Backend, policy: SamplingPolicy):
-    """``measure`` plus the samples behind its statistics."""
+    """``measure`` plus the samples behind its statistics (per launch, as ``measure`` reports them)."""
     recorder = RecordingBackend(backend)
     m = measure(run, recorder, policy)
-    return m, recorder.times[-m.samples:]
+    return m, [t / m.launches_per_sample for t in recorder.times[-m.samples:]]
 
 
 def record_samples(benchmark, samples: list[float]) -> None:
@@ -150,7 +153,8 @@ def test_device_time(benchmark, point, seed):
     benchmark.group = point.family
     benchmark.extra_info.update(
         kernel=point.family, impl=point.impl, dtype=point.dtype, **dict(point.axes), l2=policy.l2.value,
-        graph=policy.graph.value, launch=m.launch, cv=m.cv, converged=m.converged, timer="CUDA events (bench.timing)",
+        graph=policy.graph.value, launch=m.launch, cv=m.cv, ci_rel=m.ci_rel, converged=m.converged,
+        launches_per_sample=m.launches_per_sample, timer="CUDA events (bench.timing)",
         gbps=nbytes / m.median_s / 1e9, tflops=flops / m.median_s / 1e12, device=target.metadata["name"],
         sm_clock_mhz=device.clock_and_throttle(0)[0])
     record_samples(benchmark, samples)
