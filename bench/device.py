@@ -244,6 +244,40 @@ class ClockMonitor:
             self.reading.min_sm_mhz = None  # a partial reading would claim more than NVML told
 
 
+def preflight(target: Target) -> dict[str, Any]:
+    """The card as found before a plan: clocks, throttling, temperature, free memory, other processes.
+
+    Nothing is changed (clocks are never set); the line says what would skew the numbers.
+    """
+    index = target.torch_device.index or 0
+    snap = nvml_snapshot(index)
+    free, total = torch.cuda.mem_get_info(index)
+    others: list[dict[str, Any]] | str = []
+    nvml = _nvml()
+    if nvml is not None:
+        try:
+            handle = nvml_handle(nvml, index)
+            others = [{"pid": p.pid, "used_bytes": getattr(p, "usedGpuMemory", None)}
+                      for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+        except Exception as exc:
+            others = f"unknown ({_first_line(exc)})"
+    clocks = snap.get("clocks") or {}
+    warnings = []
+    if snap.get("throttle"):
+        warnings.append(f"throttled now: {', '.join(snap['throttle'])}")
+    if isinstance(others, list) and len(others) > 1:  # this process is one of them
+        warnings.append(f"{len(others) - 1} other process(es) on the GPU")
+    if free < 0.9 * total:
+        warnings.append(f"only {free / 2**30:.0f} of {total / 2**30:.0f} GiB free")
+    line = (f"{target.metadata.get('name')} (cuda:{index}) SM {clocks.get('sm_mhz')}/{clocks.get('sm_max_mhz')} MHz, "
+            f"memory {clocks.get('mem_mhz')}/{clocks.get('mem_max_mhz')} MHz, {snap.get('temperature_c')} °C, "
+            f"power limit {snap.get('power_limit_w')} W, {free / 2**30:.0f} GiB free"
+            + (f" — WARNING: {'; '.join(warnings)}" if warnings else ", nothing else running, no throttling")
+            + ("" if "nvml" not in snap else f" (NVML: {snap['nvml']})"))
+    return {"line": line, "nvml": snap, "free_bytes": free, "total_bytes": total, "processes": others,
+            "warnings": warnings}
+
+
 def clock_and_throttle(index: int = 0) -> tuple[float | None, str]:
     """SM clock (MHz) and throttle reasons now, for a result row."""
     snap = nvml_snapshot(index)

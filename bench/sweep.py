@@ -6,6 +6,7 @@ error and the sweep goes on; a point that must not run is recorded as ``skipped`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -71,6 +72,7 @@ class SweepOptions:
     policy: SamplingPolicy = SamplingPolicy()
     progress: bool = True
     command: str = ""
+    extra: dict = dataclasses.field(default_factory=dict)  # more sidecar metadata (e.g. a plan's preflight)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Summary:
     counts: dict[str, int]
     run_id: str
     note: str = ""  # e.g. a partial last row dropped on resume
+    left: tuple[Point, ...] = ()  # points a stop() left unrun
 
 
 def _seed_for(point: Point, run_seed: int) -> int:
@@ -125,6 +128,18 @@ def clone_inputs(value: Any) -> Any:
     return value
 
 
+def skip_reason(point: Point, caps) -> str | None:
+    """Why ``point`` must not run on a device with ``caps`` (the suite's, the spec's, or memory), or None."""
+    spec = registry.get(point.kernel)
+    impl = spec.impl(point.impl)
+    reason = point.skip or spec.skip_reason(point.case, impl, caps)
+    footprint = spec.footprint_bytes(point.case, impl)
+    if not reason and caps.memory_bytes and footprint > MEMORY_FRACTION * caps.memory_bytes:
+        reason = (f"needs {footprint / 2**30:.1f} GiB resident, more than {MEMORY_FRACTION:.0%} of the "
+                  f"device's {caps.memory_bytes / 2**30:.1f} GiB")
+    return reason or None
+
+
 class Runner:
     """Runs points on one target and turns each into a result row."""
 
@@ -142,8 +157,6 @@ class Runner:
         index = target.torch_device.index or 0
         self._monitor = monitor or (functools.partial(devices.ClockMonitor, index) if self.mode is Mode.CUDA
                                     else None)
-        if self.backend is not None:  # autotuning benchmarks a few cold-L2 runs per config, not 100 ms
-            TUNER.benchmark = functools.partial(tuning_benchmark, self.backend)
 
     def key_text(self, point: Point) -> tuple[str, ...]:
         policy = self.policy.with_overrides(point.timing)
@@ -168,11 +181,7 @@ class Runner:
             "l2": policy.l2.value, "graph": policy.graph.value,
             "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        reason = point.skip or spec.skip_reason(case, impl, self.target.caps)
-        memory = self.target.caps.memory_bytes
-        if not reason and memory and footprint > MEMORY_FRACTION * memory:
-            reason = (f"needs {footprint / 2**30:.1f} GiB resident, more than {MEMORY_FRACTION:.0%} of the "
-                      f"device's {memory / 2**30:.1f} GiB")
+        reason = skip_reason(point, self.target.caps)
         if reason:
             return {**row, "status": Status.SKIPPED, "error": reason}
         return {**row, **self._run(spec, impl, point, policy, footprint)}
@@ -236,6 +245,22 @@ class Runner:
                 torch.cuda.empty_cache()
 
 
+def pending(points: list[Point], options: SweepOptions) -> list[Point]:
+    """The points a sweep with ``options`` would run: its shard, less what ``--resume`` finds in ``out``.
+
+    Reads ``out`` without repairing it (a dry run changes nothing)."""
+    if options.shard:
+        points = options.shard.select(points)
+    done = recorded(options.out, repair=False).keys if options.resume and options.out.is_file() else frozenset()
+
+    def key(point: Point) -> tuple[str, ...]:
+        policy = options.policy.with_overrides(point.timing)
+        return point_key_text(point.kernel, point.impl, point.case.dtype.value, (v for _, v in point.case.values),
+                              policy.l2.value, policy.graph.value)
+
+    return [p for p in points if key(p) not in done]
+
+
 def _progress(points: list[Point], enabled: bool):
     if not enabled:
         return points
@@ -244,16 +269,25 @@ def _progress(points: list[Point], enabled: bool):
     return tqdm(points, unit="pt", dynamic_ncols=True, file=sys.stderr, disable=not sys.stderr.isatty())
 
 
+@contextlib.contextmanager
+def _restoring(benchmark):
+    try:
+        yield
+    finally:
+        TUNER.benchmark = benchmark
+
+
 def _timing_record(policy: SamplingPolicy) -> dict:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(policy).items()}
 
 
 def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target,
               backend: Backend | None = None, on_row: Callable[[dict], None] | None = None,
-              stop: Callable[[], bool] | None = None) -> Summary:
+              stop: Callable[[Point], bool] | None = None) -> Summary:
     """Measure ``points`` on ``target`` into ``options.out``; rows are flushed one by one.
 
-    ``stop`` is asked before each point; when it says True the sweep ends there, every row so far kept.
+    ``stop`` is asked before each point (given it); when it says True the sweep ends there, every
+    row so far kept, and ``Summary.left`` counts the points not run.
     """
     out = options.out
     if not points:
@@ -285,7 +319,7 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
             "started": now.isoformat(timespec="seconds"),
             "mode": mode, "suite": options.suite, "seed": run_seed, "command": options.command, "shard": shard,
             "device": target.metadata, "software": devices.software(), **devices.git_commit(),
-            "timing": _timing_record(options.policy),
+            "timing": _timing_record(options.policy), **options.extra,
         }
     run_id = metadata["run_id"]
     runner = Runner(target, options.policy, run_seed, backend)
@@ -293,14 +327,19 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
     base = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "suite": options.suite, "device": target.slug,
             "mode": runner.mode.value}
     counts: Counter[str] = Counter()
+    left: list[Point] = []
     try:
         writer = ResultWriter(out, columns)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    with writer:
+    saved_benchmark = TUNER.benchmark
+    if runner.backend is not None:  # autotuning benchmarks a few cold-L2 runs per config, not 100 ms
+        TUNER.benchmark = functools.partial(tuning_benchmark, runner.backend)
+    with writer, _restoring(saved_benchmark):
         write_sidecar(out, metadata)
-        for point in _progress(todo, options.progress):
-            if stop is not None and stop():
+        for done_count, point in enumerate(_progress(todo, options.progress)):
+            if stop is not None and stop(point):
+                left = todo[done_count:]
                 break
             row = runner.row(point, base)
             writer.write(row)
@@ -316,4 +355,4 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
     if runner.mode is Mode.CUDA:
         metadata["device_after"] = devices.nvml_snapshot(target.torch_device.index or 0)
     write_sidecar(out, metadata)
-    return Summary(out, dict(counts), run_id, note)
+    return Summary(out, dict(counts), run_id, note, tuple(left))

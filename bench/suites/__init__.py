@@ -82,6 +82,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "ci": ("bench.suites.ci", "CI"),
     "attention": ("bench.suites.attention", "ATTENTION"),
     "quant": ("bench.suites.quant", "QUANT"),
+    "headline": ("bench.suites.headline", "HEADLINE"),
+    "headline-repeat": ("bench.suites.headline", "HEADLINE_REPEAT"),
 }
 
 

@@ -1,0 +1,211 @@
+"""The time model: how long points, suites and plans take on a device, before renting it.
+
+Per point, in GPU-machine seconds (the machine is held while the host works too):
+
+* compile — every Triton config the point's autotuner would try (``Impl.candidates`` on the
+  device's limits), once per (kernel, config, dtype) in a whole plan: Triton caches the rest;
+* tune — for a kernel with two or more surviving configs, each config's short cold-L2 benchmark
+  (``bench.timing.tuning_benchmark``: one run and about 3 ms of samples, each behind an L2 flush);
+* gate — inputs, the two checked runs, the float64/fp32 reference and the element-wise check;
+* sample — warm-up and sampling under the :class:`SamplingPolicy`: R launches per sample for short
+  kernels, the flush per sample, until the median's interval meets the target (with an assumed
+  per-sample spread) or the timeout;
+* overhead — synchronisation, the allocator, NVML, the row.
+
+Kernel times come from the device's datasheet roofline at an assumed efficiency. The figures are
+estimates, printed as such; a run records what each point really cost (``tune_s``, sample counts),
+which is what to refine the constants against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from bench.suites import Point
+from bench.timing import FlushMode, L2Mode, SamplingPolicy
+from kernels import registry
+from kernels.errors import UsageError
+from kernels.spec import DeviceCaps
+
+COMPILE_S = 1.2  # one Triton config compiled (host, 16-core GPU node; cached afterwards)
+EFFICIENCY = 0.7  # fraction of the roofline a kernel reaches, for its predicted time
+LAUNCH_S = 4e-6  # per-launch floor (launch latency, tail)
+SAMPLE_SPREAD = 0.015  # assumed relative spread of single samples
+ENQUEUE_S = 15e-6  # host time to enqueue one sample (flush, events, launch)
+TUNE_BUDGET_S = 3e-3  # tuning_benchmark's kernel-time budget per config
+TUNE_HOST_S = 0.004  # host work per config benchmarked (closures, events, sync)
+GATE_FIXED_S = 0.03  # inputs, allocation, the reference call, the element check: fixed part
+REFERENCE_FLOPS = 20e12  # float64/fp32 reference FLOP/s on the GPU
+POINT_FIXED_S = 0.04  # synchronize, empty_cache, NVML monitor, row
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A device as the time model sees it: datasheet roofs, memory, L2, limits for tuning and skips."""
+
+    key: str
+    name: str
+    bandwidth: float  # bytes/s
+    tensor: dict = field(hash=False)  # dtype -> FLOP/s
+    fp32: float
+    l2_bytes: int
+    memory_bytes: int
+    sm_count: int
+    smem_per_block: int
+    capability: tuple[int, int]
+
+    @property
+    def caps(self) -> DeviceCaps:
+        return DeviceCaps(name=self.name, capability=self.capability, interpret=False, l2_bytes=self.l2_bytes,
+                          sm_count=self.sm_count, memory_bytes=self.memory_bytes)
+
+    @property
+    def limits(self):
+        from kernels.tuning import Limits
+
+        return Limits(sm_count=self.sm_count, smem_per_block=self.smem_per_block, registers_per_sm=65_536,
+                      capability=self.capability)
+
+    def peak(self, dtype: str, tensor_cores: bool) -> float:
+        if not tensor_cores:
+            return self.fp32
+        return self.tensor.get("tf32" if dtype == "fp32" else dtype) or self.tensor.get("bf16") or self.fp32
+
+
+# What a datasheet does not give but tuning needs: compute capability and opt-in shared memory per block.
+_ARCH = {
+    "a100-80gb-sxm": ((8, 0), 166_912), "h100-sxm": ((9, 0), 232_448), "h100-pcie": ((9, 0), 232_448),
+    "h200-sxm": ((9, 0), 232_448), "b200": ((10, 0), 232_448), "gb200": ((10, 0), 232_448),
+    "b300": ((10, 3), 232_448), "gb300": ((10, 3), 232_448), "l4": ((8, 9), 101_376), "l40s": ((8, 9), 101_376),
+}
+_ALIASES = {"h100": "h100-sxm", "h200": "h200-sxm", "a100": "a100-80gb-sxm"}
+
+
+def machine(text: str) -> Machine:
+    """A device of the datasheet table by key or alias (h100, h200, b200 …), for planning without it."""
+    from analysis import devices
+
+    key = _ALIASES.get(text.lower(), text.lower())
+    known = [d.key for d in devices.DEVICES if d.key in _ARCH]
+    if key not in known:
+        raise UsageError(f"--device {text!r}: unknown; valid: {', '.join(sorted(set(known) | set(_ALIASES)))}")
+    sheet = devices.get(key)
+    capability, smem = _ARCH[key]
+    return Machine(key, sheet.name, sheet.bandwidth, dict(sheet.tensor_flops), sheet.fp32_flops,
+                   int(sheet.l2_bytes or 50e6), int(sheet.memory_bytes), int(sheet.sm_count or 132), smem, capability)
+
+
+def machine_of(caps: DeviceCaps) -> Machine:
+    """The machine a sweep is running on: its own caps, with the datasheet's roofs where it matches one."""
+    from analysis import devices
+
+    sheet = devices.match_device(caps.name, caps.memory_bytes, caps.sm_count)
+    base = machine(sheet.key) if sheet is not None and sheet.key in _ARCH else machine("h100")
+    return Machine(base.key, caps.name, base.bandwidth, base.tensor, base.fp32, caps.l2_bytes or base.l2_bytes,
+                   caps.memory_bytes or base.memory_bytes, caps.sm_count or base.sm_count, base.smem_per_block,
+                   caps.capability or base.capability)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Estimated seconds one point holds the machine, by phase; ``skip`` says why it would not run."""
+
+    kernel_s: float = 0.0  # predicted time of one launch
+    compile: float = 0.0
+    tune: float = 0.0
+    gate: float = 0.0
+    sample: float = 0.0
+    overhead: float = 0.0
+    configs: int = 0  # configs its autotuner(s) would try
+    skip: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.compile + self.tune + self.gate + self.sample + self.overhead
+
+
+class TimeModel:
+    """Estimates for points on one machine under one sampling policy (compiles shared across a plan)."""
+
+    def __init__(self, machine: Machine, policy: SamplingPolicy = SamplingPolicy()):
+        self.machine = machine
+        self.policy = policy
+        self._compiled: set[tuple] = set()
+
+    @cached_property
+    def flush_s(self) -> float:
+        size = max(2 * self.machine.l2_bytes, 64 << 20)
+        passes = 2 if self.policy.flush is FlushMode.CLEAN else 1
+        return passes * size / self.machine.bandwidth + 2 * LAUNCH_S
+
+    def kernel_time(self, point: Point) -> float:
+        """Roofline time of one launch at EFFICIENCY, plus the launch floor."""
+        spec = registry.get(point.kernel)
+        impl = spec.impl(point.impl)
+        flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
+        tensor = "compute" in spec.tags or "linear" in spec.tags or "attention" in spec.tags
+        peak = self.machine.peak(point.case.dtype.value, tensor and point.kernel != "fma")
+        if point.kernel == "launch":
+            return point.case["count"] * LAUNCH_S
+        return max(flops / peak, nbytes / self.machine.bandwidth) / EFFICIENCY + LAUNCH_S
+
+    def configs(self, point: Point) -> list[tuple[str, int, tuple]]:
+        """(space name, config count, compile keys) per Triton kernel the point would tune."""
+        spec = registry.get(point.kernel)
+        impl = spec.impl(point.impl)
+        if impl.candidates is None:
+            return []
+        try:
+            spaces = impl.candidates(point.case, self.machine.limits)
+        except Exception:  # a launcher meta tensors cannot drive: count one config, still compiled
+            return [(point.impl, 1, ((point.kernel, point.impl, point.case.dtype.value),))]
+        dtype = point.case.dtype.value
+        return [(s.name, len(s.configs), tuple((point.kernel, s.name, str(c), dtype) for c in s.configs))
+                for s in spaces]
+
+    def point(self, point: Point) -> Cost:
+        from bench.sweep import skip_reason
+
+        reason = skip_reason(point, self.machine.caps)
+        if reason:
+            return Cost(overhead=0.002, skip=reason)
+        t = self.kernel_time(point)
+        policy = self.policy.with_overrides(point.timing)
+        cold = policy.l2 is L2Mode.COLD
+        flush = self.flush_s if cold else 0.0
+        compile_s = tune = 0.0
+        configs = 0
+        for _, count, keys in self.configs(point):
+            configs += count
+            fresh = [k for k in keys if k not in self._compiled]
+            self._compiled.update(fresh)
+            compile_s += COMPILE_S * len(fresh)
+            if count > 1:
+                reps = max(3, min(25, int(TUNE_BUDGET_S / t)))
+                tune += count * ((reps + 1) * (t + flush) + TUNE_HOST_S)
+        spec = registry.get(point.kernel)
+        gate = GATE_FIXED_S + 2 * t + spec.flops(point.case) / REFERENCE_FLOPS + \
+            3 * spec.footprint_bytes(point.case, spec.impl(point.impl)) / self.machine.bandwidth
+        return Cost(t, compile_s, tune, gate, self._sampling(t, policy, flush), POINT_FIXED_S, configs)
+
+    def _sampling(self, t: float, policy: SamplingPolicy, flush: float) -> float:
+        launches = 1
+        if t < policy.short_below_s:
+            launches = min(policy.max_launches, math.ceil(policy.sample_target_s / t))
+        device = launches * t + flush
+        per_sample = max(device, ENQUEUE_S)
+        needed = max(policy.min_samples, math.ceil((2.46 * SAMPLE_SPREAD / policy.max_noise) ** 2),
+                     math.ceil(policy.min_time_s / (launches * t)))
+        needed = min(needed, policy.max_samples)
+        warmup = max(policy.warmup_runs * (t + flush), policy.warmup_s)
+        copies = 0.0 if launches == 1 else launches * 5e-3  # building the rotating copies' launches
+        return warmup + copies + min(policy.timeout_s, needed * per_sample * 1.2)
+
+    def plan(self, points: list[Point]) -> list[Cost]:
+        return [self.point(p) for p in points]
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
