@@ -10,152 +10,30 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.commands import (
+    cmd_ceilings,
+    cmd_devices,
+    cmd_kernels,
+    cmd_merge,
+    cmd_run,
+    cmd_suites,
+    cmd_sweep,
+)
 from kernels.errors import UsageError
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_REPORT = Path("results") / "report"
-MAIN_SUITES = ("ceilings", "linear", "attention", "quant")
-NO_GPU = ("no CUDA device found: use `rooflab sweep --interpret …` to check kernels on the CPU, "
-          "or `rooflab report` to build the report from results/")
-
-
-def _csv_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _policy(args):
-    from bench.timing import GraphMode, L2Mode, SamplingPolicy
-
-    return SamplingPolicy(max_noise=args.max_noise, timeout_s=args.timeout, min_samples=args.min_samples,
-                          min_time_s=args.min_time, l2=L2Mode(args.l2), graph=GraphMode(args.graph))
-
-
-def _adhoc_points(args):
-    """--kernel/--impl/--dtype/--axis: the cartesian product, validated against the spec."""
-    from bench.suites import Point
-    from kernels import registry
-    from kernels.spec import DType
-
-    spec = registry.get(args.kernel)
-    impls = [spec.impl(name).name for name in (_csv_list(args.impl) if args.impl else [i.name for i in spec.impls])]
-    dtypes = [spec.check_dtype(DType.parse(d)) for d in (_csv_list(args.dtype) if args.dtype else ["fp16"])]
-    grid: dict[str, list] = {}
-    for item in args.axis or []:
-        name, sep, values = item.partition("=")
-        if not sep or not values:
-            raise UsageError(f"--axis {item!r}: expected NAME=v1,v2 (axes of {spec.name}: "
-                             f"{', '.join(a.name for a in spec.axes)})")
-        axis = spec.axis(name.strip())
-        grid[axis.name] = [axis.parse(v) for v in _csv_list(values)]
-    names = list(grid)
-    points = []
-    for combo in itertools.product(*grid.values()):
-        for dtype in dtypes:
-            case = spec.case(dtype, **dict(zip(names, combo)))
-            points += [Point(case, impl) for impl in impls]
-    return points
-
-
-def cmd_kernels(args) -> int:
-    from kernels import registry
-
-    for spec in registry.all_specs():
-        print(f"{spec.name}: {spec.summary}")
-        axes = []
-        for a in spec.axes:
-            text = f"{a.name}:{a.type.__name__}={a.default}"
-            if a.choices:
-                text += f" {{{','.join(map(str, a.choices))}}}"
-            axes.append(text)
-        print(f"  axes:   {'  '.join(axes)}")
-        print(f"  dtypes: {', '.join(d.value for d in spec.dtypes)}")
-        for impl in spec.impls:
-            print(f"  impl {impl.name}: {impl.summary}")
-    return 0
-
-
-def cmd_suites(args) -> int:
-    from bench.suites import expand, get_suite, suite_names
-
-    for name in suite_names():
-        suite = get_suite(name)
-        points = expand(suite.sweeps)
-        print(f"{name}: {suite.summary} ({len(points)} points)")
-    return 0
-
-
-def cmd_devices(args) -> int:
-    from bench import device
-
-    if not device.cuda_available():
-        print("no CUDA device found (sweeps can still run with --interpret; reports need no GPU)")
-        return 0
-    for row in device.list_devices():
-        print(f"cuda:{row['index']}  {row['name']}  sm_{row['capability'].replace('.', '')}  "
-              f"{row['sm_count']} SMs  L2 {row['l2_mib']:.0f} MiB  {row['memory_gib']:.1f} GiB  "
-              f"results/{row['slug']}/")
-    return 0
-
-
-def _target(args):
-    from bench import device
-
-    if args.interpret:
-        return device.detect(interpret=True)
-    if not device.cuda_available():
-        raise UsageError(NO_GPU)
-    return device.detect(interpret=False)
-
-
-def _sweep(points, args, suite: str, target) -> tuple[int, Path]:
-    from bench.sweep import Shard, SweepOptions, new_run_id, run_sweep
-
-    if args.out:
-        out = Path(args.out)
-    else:
-        now = dt.datetime.now(dt.timezone.utc)
-        out = Path(args.results) / target.slug / f"{new_run_id(now, suite or points[0].kernel)}.csv"
-    options = SweepOptions(
-        out=out, suite=suite, interpret=args.interpret, seed=args.seed, resume=args.resume,
-        shard=Shard.parse(args.shard) if args.shard else None, policy=_policy(args),
-        progress=not args.no_progress, command=shlex.join(["rooflab", *sys.argv[1:]]))
-    summary = run_sweep(points, options, target)
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to do"
-    note = " (interpreter: correctness only, no timings)" if args.interpret else ""
-    print(f"{summary.out}: {counts}{note}")
-    return (1 if summary.counts.get("failed") else 0), summary.out
-
-
-def cmd_sweep(args) -> int:
-    if bool(args.kernel) == bool(args.suite):
-        raise UsageError("give exactly one of --kernel (with --impl/--dtype/--axis) or --suite")
-    target = _target(args)
-    if args.suite:
-        from bench.suites import expand, get_suite
-
-        points = expand(get_suite(args.suite).sweeps)
-    else:
-        points = _adhoc_points(args)
-    return _sweep(points, args, args.suite or "", target)[0]
-
-
-def cmd_ceilings(args) -> int:
-    """The ceilings suite, then its ceilings table beside the run."""
-    from analysis.ceilings import write_ceilings
-
-    args.suite, args.kernel = "ceilings", None
-    target = _target(args)
-    from bench.suites import expand, get_suite
-
-    status, out = _sweep(expand(get_suite("ceilings").sweeps), args, "ceilings", target)
-    print(f"ceilings: {write_ceilings(out)}")
-    return status
 
 
 def _report(results: Path, out: Path) -> int:
+    """Build the report; each results file that could not be read is named on stderr (and in the report)."""
     from analysis.report import build_report
 
-    print(f"report: {build_report(results, out)}")
+    bad: list = []
+    index = build_report(results, out, bad)
+    for _, reason in bad:
+        print(f"rooflab: warning: not in the report: {reason}", file=sys.stderr)
+    print(f"report: {index}")
     return 0
 
 
@@ -180,68 +58,128 @@ def cmd_compare(args) -> int:
         return 2
 
 
-def cmd_run(args) -> int:
-    """The main job: on a GPU, every main suite then the report; without one, the report alone."""
-    from bench import device
+def cmd_compile(args) -> int:
+    from bench.static import run_compile
 
-    status = 0
-    if device.cuda_available():
-        for suite in MAIN_SUITES:
-            sweep_args = argparse.Namespace(**{**vars(args), "suite": suite, "kernel": None, "out": None,
-                                               "interpret": False, "resume": False, "shard": None})
-            status = max(status, (cmd_ceilings if suite == "ceilings" else cmd_sweep)(sweep_args))
-    else:
-        print(f"no CUDA device: building the report from the results in {args.results}/")
-    return max(status, _report(Path(args.results), Path(args.report)))
+    return run_compile(args.arch, Path(args.out) if args.out else None, args.check, args.jobs)
 
 
 def _add_timing_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("timing")
-    g.add_argument("--l2", choices=("cold", "warm"), default="cold", help="flush L2 before each sample (cold)")
+    from bench.options import fraction, nonnegative_float, positive_float, positive_int
+
+    g = p.add_argument_group("timing (see README: How a point is measured)")
+    g.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                   help="cold: flush L2 before every sample (DRAM figures); warm: no flush, for cache studies "
+                        "(default cold), e.g. --l2 warm")
+    g.add_argument("--flush", choices=("clean", "zero"), default="clean",
+                   help="how cold mode flushes: clean = zero a 2×L2 buffer then read another, so L2 holds clean "
+                        "lines; zero = zero only (dirty lines written back inside the next sample) (default clean)")
     g.add_argument("--graph", choices=("auto", "always", "never"), default="auto",
-                   help="CUDA-graph replay: auto = for kernels under 100 µs")
-    g.add_argument("--max-noise", type=float, default=0.005, help="stop at this robust CV (default 0.5%%)")
-    g.add_argument("--timeout", type=float, default=3.0, help="seconds of sampling per point at most")
-    g.add_argument("--min-samples", type=int, default=10)
-    g.add_argument("--min-time", type=float, default=0.02, help="seconds of measured kernel time at least")
+                   help="CUDA-graph replay: auto = for kernels under 100 µs (default auto), e.g. --graph never")
+    g.add_argument("--max-noise", type=fraction, default=0.005, metavar="FRACTION",
+                   help="stop once the median's 95%% confidence interval is within ± this fraction of it "
+                        "(default 0.5%%), e.g. --max-noise 1%%")
+    g.add_argument("--timeout", type=positive_float, default=3.0, metavar="SECONDS",
+                   help="host seconds of sampling per point at most (default 3), e.g. --timeout 1.5")
+    g.add_argument("--min-samples", type=positive_int, default=10, metavar="N",
+                   help="samples per point at least (default 10), e.g. --min-samples 30")
+    g.add_argument("--min-time", type=nonnegative_float, default=0.02, metavar="SECONDS",
+                   help="seconds of measured kernel time per point at least (default 0.02), e.g. --min-time 0.1")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="results CSV (default results/<device>/<run_id>.csv)")
-    p.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory")
+    from bench.options import csv_out, positive_int
+
+    p.add_argument("--out", type=csv_out, metavar="FILE.csv",
+                   help="results CSV (default results/<device-slug>/<run_id>.csv), e.g. --out /tmp/x.csv")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS), metavar="DIR",
+                   help="results directory for the default --out (default results)")
     p.add_argument("--interpret", action="store_true",
-                   help="Triton interpreter on CPU tensors: correctness only, timings not measured")
-    p.add_argument("--shard", help="i/n: run every n-th point starting at the i-th (1-based)")
-    p.add_argument("--resume", action="store_true", help="append to --out, skipping points already in it")
-    p.add_argument("--seed", type=int, help="input seed (default: fresh, recorded in the sidecar)")
-    p.add_argument("--no-progress", action="store_true")
+                   help="run on CPU tensors under Triton's interpreter: correctness only, no timings")
+    p.add_argument("--shard", metavar="i/n|auto",
+                   help="run every n-th point starting at the i-th (1-based), e.g. --shard 2/4; auto: from Slurm "
+                        "(SLURM_ARRAY_TASK_*), torchrun (RANK/WORLD_SIZE) or a Kubernetes Indexed Job "
+                        "(JOB_COMPLETION_INDEX, with --shard-count); shards need one --seed")
+    p.add_argument("--shard-count", type=positive_int, metavar="N",
+                   help="shards in all, for --shard auto on a Kubernetes Indexed Job (its completions), e.g. 8")
+    p.add_argument("--gpus", metavar="all|i,j",
+                   help="every GPU of the node (all) or these CUDA indices, one worker process each, pulling points "
+                        "from one queue longest first; results merged into one run, e.g. --gpus all")
+    p.add_argument("--resume", action="store_true",
+                   help="continue --out: skip points already in it, keep its seed and timing policy")
+    p.add_argument("--seed", type=int, help="input seed (default: fresh, recorded in the sidecar), e.g. --seed 7")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr on a terminal)")
     _add_timing_options(p)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rooflab", description="GPU kernel microbenchmarks against the roofline")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("kernels", help="kernel families: axes, dtypes, impls").set_defaults(fn=cmd_kernels)
-    sub.add_parser("suites", help="named suites and their sizes").set_defaults(fn=cmd_suites)
-    sub.add_parser("devices", help="CUDA devices and their results directories").set_defaults(fn=cmd_devices)
+    from bench.options import OneLineParser, fraction
 
-    s = sub.add_parser("sweep", help="measure points: a suite, or one kernel's axis product")
-    s.add_argument("--kernel", help="family name (see `rooflab kernels`)")
-    s.add_argument("--impl", help="comma list (default: all of the family's impls)")
-    s.add_argument("--dtype", help="comma list (default: fp16)")
-    s.add_argument("--axis", action="append", metavar="NAME=v1,v2", help="axis values; repeat per axis")
-    s.add_argument("--suite", help="named suite (see `rooflab suites`)")
+    p = OneLineParser(prog="rooflab", description="Triton GPU kernel microbenchmarks measured against the roofline",
+                      formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog="start here:\n  rooflab run            the main job (on a GPU: the budgeted headline plan; "
+                             "without one: the report)\n  rooflab run --dry-run --device h200   what a rental "
+                             "would run, and for how long\n  rooflab <command> --help")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND")
+
+    def command(name: str, summary: str, example: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    command("kernels", "kernel families: axes (defaults, choices), dtypes and impls",
+            "rooflab kernels").set_defaults(fn=cmd_kernels)
+    u = command("suites", "named suites: points and estimated GPU-machine minutes on a device",
+                "rooflab suites --device h200")
+    u.add_argument("--device", help="device of the datasheet table to estimate for (default: the GPU here, else "
+                                    "h100), e.g. --device h200")
+    _add_timing_options(u)
+    u.set_defaults(fn=cmd_suites)
+    command("devices", "CUDA devices rooflab sees and their results directories",
+            "rooflab devices").set_defaults(fn=cmd_devices)
+
+    s = command("sweep", "measure points: a named suite, or one kernel's product of axis values",
+                "rooflab sweep --kernel copy --impl triton,torch --dtype fp16 --axis N=1,4097,268435456\n"
+                "  rooflab sweep --suite smoke --interpret --out /tmp/smoke.csv")
+    s.add_argument("--kernel", help="family name (see `rooflab kernels`), e.g. --kernel gemv")
+    s.add_argument("--impl", help="comma list (default: all of the family's impls), e.g. --impl triton,torch")
+    s.add_argument("--dtype", help="comma list (default: fp16), e.g. --dtype fp16,bf16")
+    s.add_argument("--axis", action="append", metavar="NAME=v1,v2",
+                   help="axis values; repeat per axis (repeats of one axis add up), e.g. --axis M=1,16 --axis N=4096")
+    s.add_argument("--suite", help="named suite (see `rooflab suites`), e.g. --suite linear")
+    s.add_argument("--dry-run", action="store_true",
+                   help="list the points it would run (after --shard/--resume) with estimated GPU time; no GPU needed")
+    s.add_argument("--device", help="device to estimate for with --dry-run (default h100), e.g. --device h200")
     _add_run_options(s)
     s.set_defaults(fn=cmd_sweep)
 
-    e = sub.add_parser("ceilings", help="measure the device's ceilings (suite `ceilings`) and store the "
-                                        "ceilings table beside the run")
+    e = command("ceilings", "measure the device's ceilings (suite `ceilings`) and store the ceilings table "
+                            "beside the run; with --gpus, on every GPU, and flag the ones behind their siblings",
+                "rooflab ceilings\n  rooflab ceilings --gpus all --margin 5%   # node health check")
     _add_run_options(e)
+    e.add_argument("--margin", type=fraction, default=0.05, metavar="FRACTION",
+                   help="with --gpus: flag a GPU this far below the median of its same-SKU siblings (default 5%%), "
+                        "e.g. --margin 3%%")
     e.set_defaults(fn=cmd_ceilings)
 
-    r = sub.add_parser("report", help="Markdown report and plots from result files (no GPU needed)")
-    r.add_argument("--results", default=str(DEFAULT_RESULTS))
-    r.add_argument("--out", default=str(DEFAULT_REPORT))
+    g = command("merge", "join shard files of one run (same suite, seed, commit, GPU kind) into one results file",
+                "rooflab merge results/h100-80gb-hbm3/linear.csv shards/linear-*.csv")
+    g.add_argument("out", help="the merged results file to write (must not exist), e.g. results/h100/linear.csv")
+    g.add_argument("files", nargs="+", help="shard results files (each with its .json sidecar)")
+    g.set_defaults(fn=cmd_merge)
+
+    r = sub.add_parser(
+        "report", help="Markdown report and plots from result files (no GPU needed)",
+        description="Build the report from result files alone: per device, measured ceilings, rooflines, fits "
+                    "(and fits.csv), fraction of the roof vs batch; the predicted section from the device table "
+                    "(every preset layer and attention shape per device, measured points overlaid); decode economics "
+                    "(tokenomics.md and .csv). Files that cannot be read are named and skipped; files the previous "
+                    "report wrote are replaced, nothing else in --out is touched.",
+        epilog="example:\n  rooflab report --results results --out results/report",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--results", default=str(DEFAULT_RESULTS),
+                   help="results CSV or directory of runs (default results/), e.g. --results results/h100-80gb-hbm3")
+    r.add_argument("--out", default=str(DEFAULT_REPORT),
+                   help="report directory, created if missing (default results/report), e.g. --out /tmp/report")
     r.set_defaults(fn=cmd_report)
 
     c = sub.add_parser(
@@ -277,19 +215,56 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="FILE", help="write every point's verdict to FILE as JSON, e.g. --json verdict.json")
     c.set_defaults(fn=cmd_compare)
 
-    m = sub.add_parser("run", help="main job: the main suites on a GPU, then the report; "
-                                   "without a GPU, the report from results/")
-    m.add_argument("--results", default=str(DEFAULT_RESULTS), help="results directory")
-    m.add_argument("--report", default=str(DEFAULT_REPORT), help="report directory")
-    m.add_argument("--seed", type=int, help="input seed (default: fresh, recorded in the sidecar)")
-    m.add_argument("--no-progress", action="store_true")
+    k = command("compile", "compile every family's candidate configs for a GPU target without a GPU: registers, "
+                           "spills, shared memory, wgmma/TMA/16-byte loads per config",
+                "rooflab compile\n  rooflab compile --check   (the CI gate: exit 1 on a finding)")
+    k.add_argument("--arch", default="sm_90a", help="target (H100/H200: sm_90a, the default), e.g. --arch sm_90a")
+    k.add_argument("--out", metavar="FILE.csv",
+                   help="the CSV to write, or with --check the committed one to judge against "
+                        "(default results/static/<arch>.csv), e.g. --out /tmp/sm_90a.csv")
+    k.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 on a compile error, shared memory over the limit, a spill in a "
+                        "memory-bound family or an unexplained one, or a streaming kernel that lost the 16-byte "
+                        "loads --out has, e.g. --check")
+    k.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+                   help="compiler processes (default: the CPU count, at most 4), e.g. --jobs 2")
+    k.set_defaults(fn=cmd_compile)
+
+    from bench.options import duration
+
+    m = command("run", "the main job: on a GPU, the budgeted headline plan (ceilings, GEMV at batch 1, one "
+                       "layer's knee, GEMM, attention, weight-only formats, ragged sizes, a noise repeat, then the "
+                       "suites as time remains) and the report; without a GPU, the report from results/",
+                "rooflab run                          # on a GPU: 8 minutes of the plan, then the report\n"
+                "  rooflab run --dry-run --device h200  # what it would run there, and for how long\n"
+                "  rooflab run --budget 30m --resume 20261130T060000Z   # continue a plan")
+    m.add_argument("--budget", type=duration, default=480.0, metavar="DURATION",
+                   help="GPU time for the plan, e.g. --budget 8m, 90s, 1.5h (default 8m); the point that would "
+                        "overrun it is not started")
+    m.add_argument("--full", action="store_true", help="no budget: every stage of the plan and every suite")
+    m.add_argument("--resume", metavar="STAMP",
+                   help="continue the plan of that stamp (its files results/<device>/STAMP-*.csv), "
+                        "e.g. --resume 20261130T060000Z")
+    m.add_argument("--dry-run", action="store_true",
+                   help="print the plan's points with estimated GPU time, run nothing (no GPU needed)")
+    m.add_argument("--device", help="device to estimate for with --dry-run (default: the GPU here, else h100), "
+                                    "e.g. --device h200")
+    m.add_argument("--results", default=str(DEFAULT_RESULTS), metavar="DIR", help="results directory (default results)")
+    m.add_argument("--report", default=str(DEFAULT_REPORT), metavar="DIR",
+                   help="report directory (default results/report)")
+    m.add_argument("--seed", type=int, help="input seed (default: fresh, recorded in the sidecar), e.g. --seed 7")
+    m.add_argument("--gpus", metavar="all|i,j", help="run the plan on every GPU of the node, e.g. --gpus all")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_timing_options(m)
     m.set_defaults(fn=cmd_run)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad command line, already said in one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     if getattr(args, "interpret", False):
         # Triton reads this when a kernel is decorated: set it before any kernel module is imported
         os.environ["TRITON_INTERPRET"] = "1"
@@ -301,3 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rooflab: interrupted; rows already written are kept (continue with --resume)", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line, and never exit 1 (= "regression")
+        if os.environ.get("ROOFLAB_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"rooflab: internal error: {type(exc).__name__}: {text[0] if text else ''} "
+              "(rerun with ROOFLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2

@@ -64,9 +64,10 @@ METRIC_COLUMNS = (
     "launches_per_sample",  # kernel launches timed together per sample (R > 1 for short kernels)
     "tune_s",  # host seconds spent compiling and autotuning before the gate (0: cached or nothing to tune)
     "max_elem_err",  # worst |out − ref| / (atol + rtol·|ref|) over the elements; ≤ 1 passes
+    "gpu",  # which GPU measured the row (NVML UUID, else cuda:<index>); several GPUs of a node share a run
 )
 BOOL_COLUMNS = ("l2_resident", "converged")
-V2_COLUMNS = ("ci_rel", "converged", "launches_per_sample", "tune_s", "max_elem_err")
+V2_COLUMNS = ("ci_rel", "converged", "launches_per_sample", "tune_s", "max_elem_err", "gpu")
 NUMERIC_COLUMNS = ("flops", "bytes", "intensity", "footprint_bytes", "median_s", "p20_s", "p80_s", "cv",
                    "samples", "tflops", "gbps", "rel_err", "sm_clock_mhz", "ci_rel", "launches_per_sample",
                    "tune_s", "max_elem_err")
@@ -141,7 +142,7 @@ def load_csv(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     try:
         frame = pd.read_csv(path, keep_default_na=True, dtype={"config": str, "error": str, "label": str,
-                                                                "throttle": str, "suite": str})
+                                                                "throttle": str, "suite": str, "gpu": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if "schema_version" not in frame.columns:
@@ -181,7 +182,7 @@ def load_csv(path: Path | str) -> pd.DataFrame:
     timed = (frame["status"] == Status.OK.value) & (frame["mode"] == Mode.CUDA.value)
     if (frame.loc[timed, "median_s"].fillna(0) <= 0).any():
         raise ResultsError(f"{path}: an ok row timed on CUDA has no positive median_s")
-    for text_column in ("config", "error", "label", "throttle", "suite"):
+    for text_column in ("config", "error", "label", "throttle", "suite", "gpu"):
         frame[text_column] = frame[text_column].fillna("")
     frame["source"] = str(path)
     return frame
@@ -197,12 +198,48 @@ def result_files(root: Path | str) -> list[Path]:
     return sorted(p for p in root.rglob("*.csv") if sidecar_path(p).exists())
 
 
-def load_results(root: Path | str) -> pd.DataFrame:
-    """All runs under ``root`` as one frame (columns are the union of the files' axis columns)."""
-    files = result_files(root)
-    if not files:
+def _orphans(root: Path, skip: tuple[Path, ...]) -> list[Path]:
+    """CSVs under a directory without a run sidecar (not the ceilings tables written beside runs)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*.csv")):
+        if sidecar_path(path).exists() or path.name.endswith(".ceilings.csv"):
+            continue
+        if any(path.resolve().is_relative_to(s.resolve()) for s in skip):
+            continue
+        found.append(path)
+    return found
+
+
+def load_results(root: Path | str, bad: list[tuple[Path, str]] | None = None,
+                 skip: tuple[Path | str, ...] = ()) -> pd.DataFrame:
+    """All runs under ``root`` as one frame (columns are the union of the files' axis columns).
+
+    With ``bad`` (a list), a file that cannot be read — malformed CSV, missing or malformed sidecar, or a
+    CSV with no sidecar at all — is appended as (path, one-line reason) and the rest still load; without it
+    the first such file raises. Paths under ``skip`` (e.g. a report folder inside results/) are ignored."""
+    root = Path(root)
+    skipped = tuple(Path(s) for s in skip)
+    files = [f for f in result_files(root) if not any(f.resolve().is_relative_to(s.resolve()) for s in skipped)]
+    frames = []
+    for path in files:
+        if bad is None:
+            frames.append(load_csv(path))
+            continue
+        try:
+            read_sidecar(path)
+            frames.append(load_csv(path))
+        except UsageError as exc:
+            bad.append((path, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others' results
+            bad.append((path, f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"))
+    if bad is not None:
+        bad += [(p, f"{p}: no run sidecar {sidecar_path(p).name} beside it, so it is not loaded as a run "
+                    "(rooflab writes both)") for p in _orphans(root, skipped)]
+    if not frames:
         return pd.DataFrame(columns=[*ID_COLUMNS, *METRIC_COLUMNS, "source"])
-    return pd.concat([load_csv(p) for p in files], ignore_index=True, sort=False)
+    return pd.concat(frames, ignore_index=True, sort=False)
 
 
 def sidecar_path(csv_path: Path | str) -> Path:

@@ -17,7 +17,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -47,6 +47,42 @@ class Shard:
             raise UsageError(f"--shard {text!r}: expected i/n with integers, e.g. 1/4") from None
         if not 1 <= index <= count:
             raise UsageError(f"--shard {text!r}: need 1 ≤ i ≤ n")
+        return cls(index, count)
+
+    @classmethod
+    def from_scheduler(cls, environ: Mapping[str, str], count: int | None = None) -> "Shard":
+        """``--shard auto``: this task's shard from the scheduler's environment.
+
+        Slurm job arrays (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN, of SLURM_ARRAY_TASK_COUNT),
+        torchrun (RANK of WORLD_SIZE), Kubernetes Indexed Jobs (JOB_COMPLETION_INDEX of ``count``,
+        which the job spec's completions give: pass --shard-count).
+        """
+        def number(name: str) -> int:
+            try:
+                return int(environ[name])
+            except ValueError:
+                raise UsageError(f"--shard auto: {name}={environ[name]!r} is not an integer") from None
+
+        if "SLURM_ARRAY_TASK_ID" in environ:
+            if "SLURM_ARRAY_TASK_COUNT" not in environ:
+                raise UsageError("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
+            index = number("SLURM_ARRAY_TASK_ID") - number("SLURM_ARRAY_TASK_MIN") if \
+                "SLURM_ARRAY_TASK_MIN" in environ else number("SLURM_ARRAY_TASK_ID")
+            return cls._checked(index + 1, number("SLURM_ARRAY_TASK_COUNT"), "Slurm")
+        if "RANK" in environ and "WORLD_SIZE" in environ:
+            return cls._checked(number("RANK") + 1, number("WORLD_SIZE"), "torchrun")
+        if "JOB_COMPLETION_INDEX" in environ:
+            if not count:
+                raise UsageError("--shard auto on a Kubernetes Indexed Job needs --shard-count N (the job's "
+                                 "completions)")
+            return cls._checked(number("JOB_COMPLETION_INDEX") + 1, count, "Kubernetes")
+        raise UsageError("--shard auto: no scheduler found (SLURM_ARRAY_TASK_ID/COUNT, RANK/WORLD_SIZE, or "
+                         "JOB_COMPLETION_INDEX with --shard-count); give --shard i/n instead")
+
+    @classmethod
+    def _checked(cls, index: int, count: int, where: str) -> "Shard":
+        if not 1 <= index <= count:
+            raise UsageError(f"--shard auto: {where} says task {index - 1} of {count}, outside 0…{count - 1}")
         return cls(index, count)
 
     def select(self, points: list[Point]) -> list[Point]:
@@ -128,6 +164,28 @@ def clone_inputs(value: Any) -> Any:
     return value
 
 
+def describe(point: Point, policy: SamplingPolicy, l2_bytes: int) -> dict:
+    """A row's identity and cost columns, from the point alone: what it is, before anything runs."""
+    spec = registry.get(point.kernel)
+    impl = spec.impl(point.impl)
+    case = point.case
+    flops, nbytes, footprint = spec.flops(case), spec.bytes_for(case, impl), spec.footprint_bytes(case, impl)
+    return {
+        "kernel": case.kernel, "impl": impl.name, "dtype": case.dtype.value, "label": point.label,
+        **case.as_dict(),
+        "flops": flops, "bytes": nbytes, "intensity": flops / nbytes if nbytes else None,
+        "footprint_bytes": footprint, "l2_resident": bool(l2_bytes and footprint < l2_bytes),
+        "l2": policy.l2.value, "graph": policy.graph.value,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def base_row(run_id: str, suite: str, target: devices.Target) -> dict:
+    """The columns every row of a run shares."""
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "suite": suite, "device": target.slug,
+            "mode": (Mode.INTERPRET if target.caps.interpret else Mode.CUDA).value, "gpu": devices.gpu_label(target)}
+
+
 def skip_reason(point: Point, caps) -> str | None:
     """Why ``point`` must not run on a device with ``caps`` (the suite's, the spec's, or memory), or None."""
     spec = registry.get(point.kernel)
@@ -167,24 +225,11 @@ class Runner:
         spec = registry.get(point.kernel)
         policy = self.policy.with_overrides(point.timing)
         impl = spec.impl(point.impl)
-        case = point.case
-        flops = spec.flops(case)
-        nbytes = spec.bytes_for(case, impl)
-        footprint = spec.footprint_bytes(case, impl)
-        row = {
-            **base,
-            "kernel": case.kernel, "impl": impl.name, "dtype": case.dtype.value, "label": point.label,
-            **case.as_dict(),
-            "flops": flops, "bytes": nbytes, "intensity": flops / nbytes if nbytes else None,
-            "footprint_bytes": footprint,
-            "l2_resident": bool(self.target.caps.l2_bytes and footprint < self.target.caps.l2_bytes),
-            "l2": policy.l2.value, "graph": policy.graph.value,
-            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        row = {**base, **describe(point, policy, self.target.caps.l2_bytes)}
         reason = skip_reason(point, self.target.caps)
         if reason:
             return {**row, "status": Status.SKIPPED, "error": reason}
-        return {**row, **self._run(spec, impl, point, policy, footprint)}
+        return {**row, **self._run(spec, impl, point, policy, row["footprint_bytes"])}
 
     def _copies(self, spec, impl, point: Point, checked, footprint: int) -> Copies:
         """Rotating copies of the point's inputs for a short kernel: together past 2× L2 when cold."""
@@ -281,6 +326,23 @@ def _timing_record(policy: SamplingPolicy) -> dict:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(policy).items()}
 
 
+def new_metadata(out: Path, options: SweepOptions, target: devices.Target, seed: int) -> dict:
+    """The sidecar of a new run: identity, device, software, commit, seed, timing policy."""
+    return {
+        "run_id": out.stem,  # results/<device-slug>/<run_id>.csv
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": (Mode.INTERPRET if target.caps.interpret else Mode.CUDA).value, "suite": options.suite,
+        "seed": seed, "command": options.command, "shard": str(options.shard) if options.shard else "",
+        "device": target.metadata, "software": devices.software(), **devices.git_commit(),
+        "timing": _timing_record(options.policy), **options.extra,
+    }
+
+
+def columns_of(points: list[Point]) -> list[str]:
+    return columns_for(a.name for kernel in dict.fromkeys(p.kernel for p in points)
+                       for a in registry.get(kernel).axes)
+
+
 def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target,
               backend: Backend | None = None, on_row: Callable[[dict], None] | None = None,
               stop: Callable[[Point], bool] | None = None) -> Summary:
@@ -294,8 +356,7 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
         raise UsageError("nothing selected: the sweep has no points (check --axis/--impl/--dtype values)")
     if options.shard:
         points = options.shard.select(points)
-    specs = {p.kernel: registry.get(p.kernel) for p in points}
-    columns = columns_for(a.name for spec in specs.values() for a in spec.axes)
+    columns = columns_of(points)
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory: give a results file, e.g. {out / 'run.csv'}")
     if out.exists() and out.stat().st_size > 0 and not options.resume:
@@ -314,18 +375,11 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
         run_seed = int(metadata["seed"])
     else:
         run_seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
-        metadata = {
-            "run_id": out.stem,  # results/<device-slug>/<run_id>.csv
-            "started": now.isoformat(timespec="seconds"),
-            "mode": mode, "suite": options.suite, "seed": run_seed, "command": options.command, "shard": shard,
-            "device": target.metadata, "software": devices.software(), **devices.git_commit(),
-            "timing": _timing_record(options.policy), **options.extra,
-        }
+        metadata = new_metadata(out, options, target, run_seed)
     run_id = metadata["run_id"]
     runner = Runner(target, options.policy, run_seed, backend)
     todo = [p for p in points if runner.key_text(p) not in done]
-    base = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "suite": options.suite, "device": target.slug,
-            "mode": runner.mode.value}
+    base = base_row(run_id, options.suite, target)
     counts: Counter[str] = Counter()
     left: list[Point] = []
     try:

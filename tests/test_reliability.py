@@ -105,7 +105,8 @@ def test_kill_9_mid_sweep_then_resume_gives_a_complete_valid_file(tmp_path):
     (["--axis", "N=,"], "names nothing"),
     (["--impl", ","], "--impl ',' names nothing"),
     (["--dtype", ","], "--dtype ',' names nothing"),
-    (["--shard", "5/5"], "empty"),
+    (["--shard", "5/5", "--seed", "1"], "empty"),
+    (["--shard", "1/2"], "needs --seed"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, extra, message, monkeypatch):
     monkeypatch.chdir(tmp_path)
