@@ -4,8 +4,11 @@ import json
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.results import (
+    V2_COLUMNS,
     ResultWriter,
     ResultsError,
     columns_for,
@@ -111,3 +114,45 @@ def test_sidecar_errors(tmp_path):
 def test_missing_results_dir_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no results at"):
         load_results(tmp_path / "nowhere")
+
+
+def test_a_schema_1_file_still_loads_with_the_new_columns_not_recorded(tmp_path):
+    path = tmp_path / "old.csv"
+    v1_columns = [c for c in columns_for(("M", "N", "K")) if c not in V2_COLUMNS]
+    rows = [_row(), _row(impl="torch", error="noise 2.1% above target at timeout")]
+    pd.DataFrame([{c: r.get(c) for c in v1_columns} for r in rows]).to_csv(path, index=False)
+    path.with_suffix(".json").write_text(json.dumps({"schema_version": 1, "run_id": "old"}))
+    frame = load_csv(path)
+    assert list(frame["converged"]) == [True, False]  # v1 said "noise … at timeout" in the error
+    assert frame["ci_rel"].isna().all() and frame["tune_s"].isna().all()
+    assert list(frame["launches_per_sample"]) == [1, 1]
+    assert read_sidecar(path)["run_id"] == "old"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400) | st.text(max_size=400).map(str.encode))
+def test_load_csv_on_garbage_is_one_line_or_a_frame(tmp_path, data):
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(data)
+    try:
+        load_csv(path)
+    except ResultsError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=1, max_value=400), column=st.sampled_from(["status", "median_s", "mode", "M"]),
+       value=st.text(max_size=12))
+def test_load_csv_on_damaged_results_is_one_line(tmp_path, cut, column, value):
+    path = tmp_path / "d.csv"
+    path.unlink(missing_ok=True)  # hypothesis reuses tmp_path across examples
+    _write(path, [_row(), _row(impl="torch")])
+    frame = pd.read_csv(path)
+    frame[column] = frame[column].astype(object)
+    frame.loc[0, column] = value
+    frame.to_csv(path, index=False)
+    path.write_bytes(path.read_bytes()[:-cut])
+    try:
+        load_csv(path)
+    except ResultsError as error:
+        assert "\n" not in str(error)
