@@ -62,13 +62,17 @@ def cmd_suites(args) -> int:
     model = _model(args, _detected())
     print(f"estimated GPU-machine time on {model.machine.name} ({model.machine.key}, datasheet roofs; "
           "an estimate: compile + autotune + gate + sampling)")
+    from bench.estimate import TimeModel
+
     for name in suite_names():
         suite = get_suite(name)
         points = expand(suite.sweeps)
-        costs = model.plan(points)
+        costs = TimeModel(model.machine, model.policy).plan(points)
+        rerun = TimeModel(model.machine, model.policy, warm_cache=True).plan(points)
         skipped = sum(1 for c in costs if c.skip)
         print(f"{name}: {suite.summary} ({len(points)} points, {skipped} skipped there; "
-              f"≈ {minutes(sum(c.total for c in costs))})")
+              f"≈ {minutes(sum(c.total for c in costs))}, ≈ {minutes(sum(c.total for c in rerun))} again "
+              "with warm compile and tune caches)")
     return 0
 
 

@@ -30,6 +30,7 @@ from kernels.errors import UsageError
 from kernels.spec import DeviceCaps
 
 COMPILE_S = 1.2  # one Triton config compiled (host, 16-core GPU node; cached afterwards)
+CACHED_LOAD_S = 0.05  # one kernel loaded from Triton's on-disk cache
 EFFICIENCY = 0.7  # fraction of the roofline a kernel reaches, for its predicted time
 LAUNCH_S = 4e-6  # per-launch floor (launch latency, tail)
 SAMPLE_SPREAD = 0.015  # assumed relative spread of single samples
@@ -129,9 +130,10 @@ class Cost:
 class TimeModel:
     """Estimates for points on one machine under one sampling policy (compiles shared across a plan)."""
 
-    def __init__(self, machine: Machine, policy: SamplingPolicy = SamplingPolicy()):
+    def __init__(self, machine: Machine, policy: SamplingPolicy = SamplingPolicy(), warm_cache: bool = False):
         self.machine = machine
         self.policy = policy
+        self.warm_cache = warm_cache  # Triton's compile cache and rooflab's tune cache hold every config (reruns)
         self._compiled: set[tuple] = set()
 
     @cached_property
@@ -179,6 +181,9 @@ class TimeModel:
         configs = 0
         for _, count, keys in self.configs(point):
             configs += count
+            if self.warm_cache:  # binaries load from Triton's cache, the chosen config from rooflab's
+                compile_s += CACHED_LOAD_S
+                continue
             fresh = [k for k in keys if k not in self._compiled]
             self._compiled.update(fresh)
             compile_s += COMPILE_S * len(fresh)
