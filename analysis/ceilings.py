@@ -19,6 +19,7 @@ Rules (one value per ceiling × kernel × impl × dtype; a ceiling's roof value 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import pandas as pd
 from analysis.devices import Datasheet
 from analysis.fit import fit_roofline
 from analysis.frames import axis_columns, l2_flags, timed
+from analysis.markdown import quantity
 from analysis.roofline import Roof
 from bench.results import load_csv, read_sidecar
 
@@ -39,12 +41,13 @@ COLUMNS = ("ceiling", "value", "unit", "kernel", "impl", "dtype", "source_rows")
 UNITS = {"dram_bw": "B/s", "l2_bw": "B/s", "vector_flops": "FLOP/s", "tensor_flops": "FLOP/s",
          "launch_stream_s": "s", "launch_graph_s": "s"}
 LATENCIES = ("launch_stream_s", "launch_graph_s")
+DERIVED = ("achieved_bps", "achieved_flops")  # columns added here, not axes
 
 
 def _plateau(rows: pd.DataFrame, metric: str) -> tuple[float, str]:
     top = rows.sort_values("footprint_bytes", ascending=False).head(PLATEAU_SIZES)
-    sizes = ", ".join(f"{int(b):,}" for b in top["footprint_bytes"])
-    return float(np.median(top[metric])), f"{len(top)} rows, footprint {sizes} B"
+    sizes = ", ".join(quantity(b, "B") for b in top["footprint_bytes"])
+    return float(np.median(top[metric])), f"{len(top)} rows, footprints {sizes}"
 
 
 def _rows(rows: pd.DataFrame, ceiling: str, metric: str, picker) -> list[dict]:
@@ -67,7 +70,7 @@ def _slope(rows: pd.DataFrame, metric: str) -> tuple[float, str]:
 def _best(rows: pd.DataFrame, metric: str) -> tuple[float, str]:
     top = rows.loc[rows[metric].idxmax()]
     where = " ".join(f"{a}={int(top[a]) if float(top[a]).is_integer() else top[a]}"
-                     for a in axis_columns(rows) if pd.notna(top[a]) and not isinstance(top[a], str))
+                     for a in axis_columns(rows) if a not in DERIVED and pd.notna(top[a]) and not isinstance(top[a], str))
     return float(top[metric]), f"best of {len(rows)} rows ({where})"
 
 
@@ -150,13 +153,21 @@ class DeviceRoofs:
     table: pd.DataFrame  # derive_ceilings output
     datasheet: Datasheet | None
 
+    @cached_property
+    def _best(self) -> dict[tuple[str, str | None], float]:
+        """Every ceiling's roof value, looked up once (the report asks thousands of times)."""
+        found = {}
+        for ceiling in self.table["ceiling"].unique():
+            found[(ceiling, None)] = best(self.table, ceiling)
+            for dtype in self.table.loc[self.table["ceiling"] == ceiling, "dtype"].unique():
+                found[(ceiling, dtype)] = best(self.table, ceiling, dtype)
+        return found
+
     def measured(self, kernel: str, dtype: str) -> tuple[float, float]:
         """(DRAM bytes/s, FLOP/s) measured for the arithmetic a kernel × dtype uses; NaN where not measured."""
-        if kernel in VECTOR_KERNELS:
-            peak = best(self.table, "vector_flops", dtype)
-        else:
-            peak = best(self.table, "tensor_flops", dtype)
-        return best(self.table, "dram_bw"), peak
+        nan = float("nan")
+        peak = self._best.get(("vector_flops" if kernel in VECTOR_KERNELS else "tensor_flops", dtype), nan)
+        return self._best.get(("dram_bw", None), nan), peak
 
     def sheet(self, kernel: str, dtype: str) -> tuple[float, float]:
         nan = float("nan")

@@ -29,6 +29,8 @@ ADA_WP = "NVIDIA Ada GPU Architecture whitepaper (L2 size, SM counts)"
 MI300X_DS = "AMD Instinct MI300X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi300x.html)"
 MI325X_DS = "AMD Instinct MI325X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi325x.html)"
 B200_L2_MEASURED = "measured L2 (torch.cuda.get_device_properties), CONTEXT.md; NVIDIA publishes none"
+GB300_DS = ("NVIDIA GB300 NVL72 (nvidia.com/en-us/data-center/gb300-nvl72): rack figures ÷ 72 GPUs, dense = sparse ÷ 2; "
+            "per-GPU table: verda.com/blog/gb300-nvl72-architecture")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Datasheet:
     sm_count: int | None  # SMs (NVIDIA) or CUs (AMD)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # figure -> where it comes from
     note: str = ""
+    nvlink: float | None = None  # NVLink bytes/s per GPU, both directions together (the datasheet's figure)
 
     def tensor(self, dtype: str) -> float | None:
         """Dense tensor-core peak for a result-row dtype; fp32 GEMMs run on tf32 tensor cores."""
@@ -53,6 +56,11 @@ class Datasheet:
 
     def peak_for(self, dtype: str, tensor: bool = True) -> float | None:
         return self.tensor(dtype) if tensor else (self.fp32_flops if dtype == "fp32" else None)
+
+    @property
+    def nvlink_one_way(self) -> float | None:
+        """NVLink bytes/s in one direction (what a ring all-reduce step moves): half the datasheet figure."""
+        return None if self.nvlink is None else self.nvlink / 2
 
     def source(self, figure: str) -> str:
         return dict(self.sources).get(figure, "")
@@ -65,32 +73,37 @@ class Datasheet:
 
 
 def _entry(key, name, memory_gb, bw_tbs, tensor_tf, fp32_tf, l2_mb, sms, sheet, l2_source=None, sms_source=None,
-           note="") -> Datasheet:
+           note="", nvlink_gbs=None) -> Datasheet:
     tensor = tuple((dtype, value * TFLOP) for dtype, value in tensor_tf.items() if value is not None)
     sources = (("memory_bytes", sheet), ("bandwidth", sheet), ("tensor_flops", sheet), ("fp32_flops", sheet),
-               ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet))
+               ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet), ("nvlink", sheet))
     return Datasheet(key, name, memory_gb * GB, bw_tbs * TB, tensor, fp32_tf * TFLOP,
-                     None if l2_mb is None else l2_mb * MB, sms, sources, note)
+                     None if l2_mb is None else l2_mb * MB, sms, sources, note,
+                     None if nvlink_gbs is None else nvlink_gbs * GB)
 
 
 DEVICES: tuple[Datasheet, ...] = (
     _entry("a100-80gb-sxm", "A100 80GB SXM", 80, 2.039,
-           {"fp16": 312, "bf16": 312, "tf32": 156}, 19.5, 40, 108, A100_DS),
+           {"fp16": 312, "bf16": 312, "tf32": 156}, 19.5, 40, 108, A100_DS, nvlink_gbs=600),
     _entry("h100-sxm", "H100 SXM", 80, 3.35,
-           {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H100_DS, HOPPER_WP, HOPPER_WP),
+           {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H100_DS, HOPPER_WP, HOPPER_WP,
+           nvlink_gbs=900),
     _entry("h100-pcie", "H100 PCIe", 80, 2.0,
            {"fp16": 756, "bf16": 756, "fp8": 1513, "tf32": 378}, 51, 50, 114, H100_DS, HOPPER_WP, HOPPER_WP),
     _entry("h200-sxm", "H200 SXM", 141, 4.8,
            {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H200_DS, HOPPER_WP, HOPPER_WP,
-           note="torch reports a 60 MB L2 on the project's H200; the whitepaper says 50 MB"),
+           note="torch reports a 60 MB L2 on the project's H200; the whitepaper says 50 MB", nvlink_gbs=900),
     _entry("b200", "B200 (HGX)", 180, 7.7,
            {"fp16": 2250, "bf16": 2250, "fp8": 4500, "tf32": 1100}, 75, 126, 148, B200_DS, B200_L2_MEASURED,
-           note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet"),
+           note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet", nvlink_gbs=1800),
     _entry("gb200", "GB200 (per GPU)", 186, 8.0,
-           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "tf32": 1250}, 80, None, None, GB200_DS),
+           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "tf32": 1250}, 80, None, None, GB200_DS, nvlink_gbs=1800),
     _entry("b300", "B300 (HGX)", 270, 7.7,
            {"fp16": 2250, "bf16": 2250, "fp8": 4500}, 75, None, 160, B300_DS,
-           note="288 GB marketed, 270 GB usable; 7.7–8 TB/s depending on the sheet"),
+           note="288 GB marketed, 270 GB usable; 7.7–8 TB/s depending on the sheet", nvlink_gbs=1800),
+    _entry("gb300", "GB300 (per GPU)", 279, 8.0,
+           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "tf32": 1250}, 80, None, None, GB300_DS,
+           note="Blackwell Ultra in the GB300 NVL72 rack: 20 TB HBM3e and 576 TB/s over 72 GPUs", nvlink_gbs=1800),
     _entry("l4", "L4", 24, 0.30,
            {"fp16": 121, "bf16": 121, "fp8": 242, "tf32": 60}, 30.3, 48, 58, L4_DS, ADA_WP, ADA_WP),
     _entry("l40s", "L40S", 48, 0.864,
@@ -121,6 +134,8 @@ def _candidates(name: str) -> list[str]:
         return ["mi300x"]
     if re.search(r"\bgb200\b", n):
         return ["gb200"]
+    if re.search(r"\bgb300\b", n):
+        return ["gb300"]
     if re.search(r"\bb200\b", n):
         return ["b200"]
     if re.search(r"\bb300\b", n) and "gb300" not in n:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.markdown import quantity
+
 HUBER_K = 1.345  # Huber's tuning constant (95 % efficiency under Gaussian noise)
 IRLS_PASSES = 4
 MIN_BRANCH = 2  # points each branch needs before the two-branch model may be chosen (one point is fitted exactly)
@@ -256,12 +258,12 @@ def fit_roofline(flops, nbytes, seconds, max_bandwidth: float | None = None, max
         if np.isfinite(bandwidth):
             peak_floor = bandwidth * float(np.max(intensity))
         notes.append(f"all {n} points memory-bound (no knee in range): P_eff unidentifiable"
-                     + (f", only ≥ {peak_floor / 1e12:.3g} TFLOP/s" if np.isfinite(peak_floor) else ""))
+                     + (f", only ≥ {quantity(peak_floor, 'FLOP/s')}" if np.isfinite(peak_floor) else ""))
     if n_memory == 0:
         if np.isfinite(peak):
             bandwidth_floor = peak / float(np.min(intensity))
         notes.append(f"all {n} points compute-bound: BW_eff unidentifiable"
-                     + (f", only ≥ {bandwidth_floor / 1e9:.3g} GB/s" if np.isfinite(bandwidth_floor) else ""))
+                     + (f", only ≥ {quantity(bandwidth_floor, 'B/s')}" if np.isfinite(bandwidth_floor) else ""))
     if max_peak and n_compute and inv_peak <= lower[2]:
         notes.append("P_eff sits at its cap")
     if max_bandwidth and n_memory and inv_bw <= lower[1]:

@@ -1,9 +1,14 @@
-"""PNG figures. The only module that imports matplotlib, and only inside functions: each figure is a
-``matplotlib.figure.Figure`` drawn by the Agg canvas, so no global backend or pyplot state is touched."""
+"""PNG figures: shared style, the empirical roofline and the bandwidth-vs-bytes figure.
+
+Only the plots*.py modules import matplotlib, and only inside functions: each figure is a
+``matplotlib.figure.Figure`` drawn by the Agg canvas, so no global backend or pyplot state is touched.
+Conventions (/work/shared/notes/figures.md): colour = kernel family (Okabe–Ito, colour-blind safe),
+marker = implementation, roofs in black/grey and labelled in place with value, unit and ridge point,
+measured solid and datasheet dashed, legends outside the data, units on every axis.
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +17,36 @@ import numpy as np
 import pandas as pd
 
 from analysis.sweeps import SweepFit
-from analysis.roofline import Roof
 
-MAX_PANELS = 30
-ROOF_COLOURS = ("saddlebrown", "darkslateblue", "darkgreen", "darkred", "darkorange", "purple")
+# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#B8A000", "#000000")
+FAMILY_COLOURS = {
+    "gemv": OKABE_ITO[0], "gemm": OKABE_ITO[1], "qgemv": OKABE_ITO[2], "qgemm": OKABE_ITO[3],
+    "attn_decode": OKABE_ITO[4], "attn_prefill": OKABE_ITO[5], "fma": OKABE_ITO[6],
+    "copy": OKABE_ITO[0], "triad": OKABE_ITO[1], "read": OKABE_ITO[2], "write": OKABE_ITO[4],
+    "dequant": OKABE_ITO[3],
+}
+DEVICE_COLOURS = {"a100-80gb-sxm": OKABE_ITO[5], "h100-sxm": OKABE_ITO[0], "h200-sxm": OKABE_ITO[1],
+                  "b200": OKABE_ITO[2], "gb300": OKABE_ITO[3], "b300": OKABE_ITO[4]}
+IMPL_MARKERS = {"triton": "o", "torch": "s", "torch_dequant": "^"}
+ROOF_COLOURS = ("#000000", "#555555", "#888888")  # roofs never take a point colour
+BASELINE_COLOUR = "#555555"
 
 
-def _figure(width: float, height: float, layout: str | None = "constrained"):
-    """A figure on an Agg canvas; multi-panel figures pass layout=None (constrained layout costs seconds there)."""
+def family_colour(kernel: str) -> str:
+    return FAMILY_COLOURS.get(kernel, OKABE_ITO[len(kernel) % 7])
+
+
+def device_colour(key: str, index: int = 0) -> str:
+    return DEVICE_COLOURS.get(key, OKABE_ITO[(index + 4) % 7])
+
+
+def impl_marker(impl: str) -> str:
+    return IMPL_MARKERS.get(impl, "D")
+
+
+def _figure(width: float, height: float, layout: str | None = None):
+    """A figure on an Agg canvas (manual layout by default: constrained layout costs seconds on big grids)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -28,216 +55,268 @@ def _figure(width: float, height: float, layout: str | None = "constrained"):
     return figure
 
 
-def _log_axes(ax, x_base: int = 10, y_log: bool = True) -> None:
-    """Log axes with plain-text tick labels (the default mathtext labels dominate the drawing time)."""
-    from matplotlib.ticker import FuncFormatter
+def plain(value: float) -> str:
+    """Tick text: 1, 64, 4096, 16k, 1M — never 1e+03 or mathtext."""
+    if value <= 0 or not math.isfinite(value):
+        return ""
+    if value >= 1e4 and value < 1e6 and value % 1024 == 0:
+        return f"{value / 1024:g}k"  # 16384 → 16k, as sequence lengths are spoken of
+    for threshold, scale, suffix in ((1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if value >= threshold:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}" if value < 1 else f"{value:g}"
 
-    ax.set_xscale("log", base=x_base)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    if y_log:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v < 1e-2 or v >= 1e4 else f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+def log_axis(ax, which: str = "x", base: int = 10, formatter=plain, subs=(1.0,)) -> None:
+    """Make ``ax``'s x or y axis log with plain tick labels (at ``subs`` × powers) and no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(base=base, subs=subs, numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: formatter(v)))
+    axis.set_minor_formatter(NullFormatter())
 
 
-def _time_axis(ax, seconds) -> None:
+def time_axis(ax, seconds) -> None:
     """Time in µs: log when the values span a decade or more, else linear (log ticks would be unlabelled)."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     seconds = np.asarray(seconds, dtype=float)
     seconds = seconds[np.isfinite(seconds) & (seconds > 0)]
     if len(seconds) and seconds.max() / seconds.min() >= 10:
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         ax.yaxis.set_major_locator(MaxNLocator(4))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 1e6:.3g}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: plain(round(v * 1e6, 6))))
 
 
-def _colours(names) -> dict:
-    from matplotlib import colormaps
-
-    names = list(dict.fromkeys(names))
-    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+_RENDERED: dict[str, bytes] = {}  # figure key -> PNG bytes, for figures drawn from the same inputs again
 
 
-def _save(figure, path: Path) -> Path:
+def cached(key: str, path: Path, draw) -> Path:
+    """Write the PNG ``draw(path)`` makes, reusing the bytes when this process drew the same key before (the
+    predicted figures depend on the device table alone until something is measured)."""
+    path = Path(path)
+    if key in _RENDERED:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_RENDERED[key])
+        return path
+    draw(path)
+    _RENDERED[key] = path.read_bytes()
+    return path
+
+
+def save(figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
 
 
+def si(value: float, unit: str) -> str:
+    """3 significant figures with an SI prefix: 3.35 TB/s, 989 TFLOP/s, 50 MB."""
+    if not np.isfinite(value):
+        return "–"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def slope_angle(ax, x: float, y0: float, y1_at_2x: float) -> float:
+    """On-screen angle (degrees) of the line through (x, y0) and (2x, y1_at_2x)."""
+    a = ax.transData.transform((x, y0))
+    b = ax.transData.transform((2 * x, y1_at_2x))
+    return math.degrees(math.atan2(b[1] - a[1], b[0] - a[0]))
+
+
 @dataclass(frozen=True)
 class Ceiling:
-    """A line of the roofline plot: a bandwidth (bytes/s, a diagonal) or a peak (FLOP/s, a horizontal)."""
+    """A roof: a bandwidth (bytes/s, a diagonal) or a peak (FLOP/s, a horizontal)."""
 
-    label: str
+    label: str  # e.g. "DRAM", "bf16 tensor", "L2 (warm)"
     value: float
     measured: bool  # solid if measured, dashed if from the datasheet
     kind: str = "peak"  # "peak" or "bandwidth"
 
+    @property
+    def text(self) -> str:
+        unit = "B/s" if self.kind == "bandwidth" else "FLOP/s"
+        return f"{self.label} {si(self.value, unit)} ({'measured' if self.measured else 'datasheet'})"
+
+
+def _margin_labels(ax, labels: list[tuple[float, str, str]], gap_px: float = 22.0) -> None:
+    """Labels for horizontal lines in the right margin, each at its line's height, pushed apart to ``gap_px``."""
+    if not labels:
+        return
+    to_px = ax.transData.transform
+    placed = []
+    for y, text, colour in sorted(labels, key=lambda item: -item[0]):
+        pixel = to_px((1.0, y))[1]
+        if placed and placed[-1] - pixel < gap_px:
+            pixel = placed[-1] - gap_px
+        placed.append(pixel)
+        y_data = ax.transData.inverted().transform((0, pixel))[1]
+        ax.text(1.01, y_data, text, transform=ax.get_yaxis_transform(), fontsize=6.5, color=colour, va="center",
+                clip_on=False)
+
+
+def _legend_outside(ax, handles=None, title: str | None = None) -> None:
+    ax.legend(handles=handles, fontsize=7, title=title, title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def _point_legend(kernels, impls):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=family_colour(k), marker="o", linestyle="", label=k) for k in kernels]
+    handles += [Line2D([], [], color="#333333", marker=impl_marker(i), linestyle="", markerfacecolor="none",
+                       label=f"impl: {i}") for i in impls]
+    handles.append(Line2D([], [], color="#333333", marker="o", linestyle="", markerfacecolor="none",
+                          markersize=4, label="hollow: warm L2, fits in L2"))
+    return handles
+
+
+def _merge_peaks(peaks: list[Ceiling]) -> list[Ceiling]:
+    """One roof per distinct value and kind (fp16 and bf16 share their tensor peak): "fp16/bf16 tensor"."""
+    merged: dict[tuple[bool, float], list[Ceiling]] = {}
+    for ceiling in peaks:
+        key = next((k for k in merged if k[0] == ceiling.measured and abs(k[1] / ceiling.value - 1) < 0.01),
+                   (ceiling.measured, ceiling.value))
+        merged.setdefault(key, []).append(ceiling)
+    out = []
+    for (measured, value), group in merged.items():
+        names = list(dict.fromkeys(c.label.replace(" tensor", "") for c in group))
+        label = "/".join(names) + (" tensor" if all(" tensor" in c.label for c in group) else "")
+        out.append(Ceiling(label, max(c.value for c in group), measured, "peak"))
+    return sorted(out, key=lambda c: -c.value)
+
 
 def roofline(sweeps: list[SweepFit], ceilings: list[Ceiling], path: Path, title: str) -> Path:
-    """Log-log intensity vs achieved FLOP/s; each sweep joined in batch order, coloured by kernel.
+    """Log-log intensity (FLOP/byte) vs achieved TFLOP/s; colour = family, marker = impl.
 
-    Bandwidth ceilings are diagonals, compute ceilings horizontals (each starting at its ridge with
-    the highest DRAM bandwidth); measured solid, datasheet dashed; hollow markers are L2-resident
-    points. Zero-FLOP kernels (copy, fill) have no place on a FLOP/s axis and are left out.
-    """
-    figure = _figure(9, 6)
-    ax = figure.add_subplot()
-    drawn = [s for s in sweeps if (s.rows["flops"] > 0).any()]
-    low, high = np.inf, 0.0
-    colours = _colours(s.kernel for s in drawn)
-    for kernel, colour in colours.items():
-        # one line call per kernel: sweeps joined in batch order, NaN between sweeps
-        xs, ys, inside = [], [], []
-        for sweep in (s for s in drawn if s.kernel == kernel):
-            rows = sweep.rows[sweep.rows["flops"] > 0]
-            xs += [*(rows["flops"] / rows["bytes"]), np.nan]
-            ys += [*(rows["flops"] / rows["median_s"]), np.nan]
-            inside += [*rows["in_fit"], True]
-        x, y, inside = np.array(xs), np.array(ys), np.array(inside, dtype=bool)
-        low, high = min(low, np.nanmin(x)), max(high, np.nanmax(x))
-        ax.plot(x, y, "-", color=colour, alpha=0.35, linewidth=0.8)
-        ax.scatter(x[inside], y[inside], s=12, color=colour, label=kernel, zorder=3)
-        ax.scatter(x[~inside], y[~inside], s=14, facecolors="none", edgecolors=colour, zorder=3)
-    if not np.isfinite(low):
-        low, high = 0.1, 1000.0
+    Bandwidth roofs run up to the ridge of the highest compute roof; compute roofs start at their ridge
+    with the DRAM roof; each roof is labelled on its line, ridges are marked and written as FLOP/B.
+    Zero-FLOP kernels (copy, fill) have no place on a FLOP/s axis: they are in the bandwidth figure."""
+    figure = _figure(10.5, 6.8)
+    ax = figure.add_axes((0.07, 0.2, 0.6, 0.74))
+    drawn = [s for s in sweeps if s.has_flops]
+    xs_all, ys_all = [], []
+    for sweep in drawn:
+        rows = sweep.rows[sweep.rows["flops"] > 0]
+        x = (rows["flops"] / rows["bytes"]).to_numpy()
+        y = (rows["flops"] / rows["median_s"]).to_numpy() / 1e12
+        inside = rows["in_fit"].to_numpy(bool)
+        colour = family_colour(sweep.kernel)
+        ax.plot(x, y, "-", color=colour, alpha=0.3, linewidth=0.7)
+        marker = impl_marker(sweep.impl)
+        ax.scatter(x[inside], y[inside], s=16, color=colour, marker=marker, zorder=3, linewidths=0)
+        ax.scatter(x[~inside], y[~inside], s=18, facecolors="none", edgecolors=colour, marker=marker, zorder=3)
+        xs_all += list(x)
+        ys_all += list(y)
     usable = [c for c in ceilings if np.isfinite(c.value) and c.value > 0]
-    bandwidths = [c for c in usable if c.kind == "bandwidth"]
-    peaks = [c for c in usable if c.kind == "peak"]
-    top = max((c.value for c in peaks), default=np.inf)
-    fastest = max((c.value for c in bandwidths if "L2" not in c.label), default=np.nan)
-    x_low, x_high = low / 4, high * 4
-    for ceiling, colour in zip(bandwidths, itertools.cycle(("black", "dimgrey", "grey"))):
-        x_end = min(x_high, top / ceiling.value) if np.isfinite(top) else x_high
-        ax.plot([x_low, x_end], [x_low * ceiling.value, x_end * ceiling.value], "-" if ceiling.measured else "--",
-                color=colour, linewidth=1.2, label=ceiling.label)
-    for ceiling, colour in zip(peaks, itertools.cycle(ROOF_COLOURS)):
-        x_start = ceiling.value / fastest if np.isfinite(fastest) else x_low
-        ax.plot([x_start, x_high], [ceiling.value, ceiling.value], "-" if ceiling.measured else "--",
-                color=colour, linewidth=1.2, label=ceiling.label)
-    _log_axes(ax)
+    bandwidths = sorted((c for c in usable if c.kind == "bandwidth"), key=lambda c: -c.value)
+    peaks = _merge_peaks([c for c in usable if c.kind == "peak"])
+    drams = {c.measured: c for c in bandwidths if c.label.startswith("DRAM")}
+
+    def dram_for(ceiling: Ceiling) -> Ceiling | None:
+        """Ridges pair like with like: a measured peak with the measured DRAM roof, a datasheet one with the
+        datasheet's (either, when only one is known)."""
+        return drams.get(ceiling.measured) or next(iter(drams.values()), None)
+
+    ridges = [p.value / d.value for p in peaks if (d := dram_for(p))]
+    low = min([*xs_all, *(r / 30 for r in ridges)], default=0.1) / 20  # room for the slope labels
+    high = max([*xs_all, *(r * 8 for r in ridges)], default=1000.0) * 2
+    top = max([*ys_all, *(p.value / 1e12 for p in peaks)], default=1.0) * 3
+    bottom = min([*ys_all, *(b.value * low / 1e12 for b in bandwidths)], default=1e-3) / 2
+    ax.set_xlim(low, high)
+    ax.set_ylim(bottom, top)
+    log_axis(ax, "x")
+    log_axis(ax, "y")
+    for index, (ceiling, colour) in enumerate(zip(bandwidths, (ROOF_COLOURS * 3))):
+        same = [p.value for p in peaks if p.measured == ceiling.measured] or [p.value for p in peaks]
+        end = min(high, max(same) / ceiling.value) if same else high
+        style = "-" if ceiling.measured else "--"
+        ax.plot([low, end], [low * ceiling.value / 1e12, end * ceiling.value / 1e12], style, color=colour, lw=1.3)
+        x_text = low * 1.5 * 2.0**index  # staggered along the slope so neighbouring labels never overlap
+        angle = slope_angle(ax, x_text, x_text * ceiling.value / 1e12, 2 * x_text * ceiling.value / 1e12)
+        below = ceiling.label.startswith("DRAM") and ceiling.measured  # the two DRAM roofs: one label each side
+        ax.text(x_text, x_text * ceiling.value / 1e12 * (0.72 if below else 1.3), ceiling.text, rotation=angle,
+                rotation_mode="anchor", fontsize=7, color=colour, va="top" if below else "baseline")
+    labels = []
+    for ceiling, colour in zip(peaks, (ROOF_COLOURS * 3)):
+        dram = dram_for(ceiling)
+        start = ceiling.value / dram.value if dram else low
+        style = "-" if ceiling.measured else "--"
+        ax.plot([start, high], [ceiling.value / 1e12] * 2, style, color=colour, lw=1.3)
+        if dram:
+            ax.plot([start], [ceiling.value / 1e12], "o", color=colour, markersize=3)
+        ridge = f"\nridge {start:.3g} FLOP/B" if dram else ""
+        labels.append((ceiling.value / 1e12, ceiling.text + ridge, colour))
+    _margin_labels(ax, labels)
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-    ax.set_ylabel("achieved FLOP/s")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.2)
-    ax.legend(fontsize=7, loc="lower right")
-    return _save(figure, path)
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.2)
+    ax.legend(handles=_point_legend(dict.fromkeys(s.kernel for s in drawn), dict.fromkeys(s.impl for s in drawn)),
+              fontsize=7, title="family (colour), impl (marker)", title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(0.0, -0.1), ncol=5, frameon=False)
+    return save(figure, path)
 
 
-def fit_panels(sweeps: list[SweepFit], path: Path, title: str, roof: Roof | None = None) -> Path:
-    """Measured time vs batch per shape (a panel each), the fit drawn through, the measured roofline dotted.
-
-    Series within a panel are impls (and L2 state / launch mode when those vary).
-    """
-    every = list(dict.fromkeys(s.shape for s in sweeps))
-    shapes = every[:MAX_PANELS]
-    columns = min(4, len(shapes)) or 1
-    rows_n = math.ceil(len(shapes) / columns) or 1
-    height = 2.6 * rows_n + 0.7
-    figure = _figure(3.4 * columns, height, layout=None)
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.3 / height, top=1 - 0.75 / height, hspace=0.5, wspace=0.35)
-    axes = figure.subplots(rows_n, columns, squeeze=False)
-    extra = [name for name in ("l2", "launch") if len({getattr(s, name) for s in sweeps}) > 1]
-
-    def series(sweep: SweepFit) -> str:
-        return " ".join([sweep.impl, *(getattr(sweep, name) for name in extra)])
-
-    colours = _colours(series(s) for s in sweeps)
-    for ax, shape in zip(axes.flat, shapes):
-        for sweep in (s for s in sweeps if s.shape == shape):
-            colour = colours[series(sweep)]
-            rows = sweep.rows
-            x, y = rows[sweep.batch].astype(float), rows["median_s"]
-            inside = rows["in_fit"].to_numpy()
-            ax.scatter(x[inside], y[inside], s=10, color=colour, label=series(sweep))
-            ax.scatter(x[~inside], y[~inside], s=12, facecolors="none", edgecolors=colour)
-            used = sweep.used
-            if used[sweep.batch].nunique() >= 2:
-                grid = np.geomspace(used[sweep.batch].min(), used[sweep.batch].max(), 80)
-                if np.isfinite(sweep.fit.t0):
-                    ax.plot(grid, sweep.predict_at(grid), "-", color=colour, linewidth=1)
-                if roof is not None and np.isfinite(roof.bandwidth):
-                    ax.plot(grid, sweep.predict_at(grid, roof.time), ":", color="black", linewidth=0.8)
-        _log_axes(ax, x_base=2, y_log=False)
-        _time_axis(ax, np.concatenate([s.rows["median_s"].to_numpy() for s in sweeps if s.shape == shape]))
-        ax.set_title(shape, fontsize=8)
-        ax.tick_params(labelsize=7, which="both")
-        ax.grid(True, which="both", alpha=0.2)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(shapes):]:
-        ax.set_visible(False)
-    batch = sweeps[0].batch if sweeps else "batch"
-    shown = f" (first {len(shapes)} of {len(every)} shapes)" if len(every) > len(shapes) else ""
-    legend = "lines: fit, dotted: roofline, hollow: in L2 (not fitted)"
-    figure.suptitle(f"{title}{shown} — time (µs) vs {batch}; {legend}", fontsize=9, y=1 - 0.15 / height)
-    return _save(figure, path)
+def bandwidth(sweeps: list[SweepFit], dram: list[Ceiling], l2: Ceiling | None, l2_bytes: float | None, path: Path,
+              title: str) -> Path:
+    """Achieved GB/s against bytes moved (log x) for bandwidth kernels; DRAM roofs across, the L2 roof
+    only up to the L2 size (beyond it nothing stays cached), the L2 size marked."""
+    figure = _figure(10, 5.4)
+    ax = figure.add_axes((0.08, 0.12, 0.66, 0.8))
+    xs = []
+    for sweep in sweeps:
+        rows = sweep.rows.sort_values("bytes")
+        x = rows["bytes"].to_numpy(float)
+        y = (rows["bytes"] / rows["median_s"]).to_numpy() / 1e9
+        style = "--" if sweep.l2 == "warm" else "-"
+        ax.plot(x, y, style, color=family_colour(sweep.kernel), marker=impl_marker(sweep.impl), markersize=3.5,
+                linewidth=1, label=f"{sweep.kernel} {sweep.impl} {sweep.dtype} ({sweep.l2 or 'cold'} L2)")
+        xs += list(x)
+    low, high = (min(xs) / 2, max(xs) * 2) if xs else (1e3, 1e10)
+    ax.set_xlim(low, high)
+    log_axis(ax, "x", 2 if high / low < 1e3 else 10, formatter=lambda v: si(v, "B").replace(" ", ""))
+    for ceiling, colour in zip(dram, ROOF_COLOURS):
+        ax.axhline(ceiling.value / 1e9, color=colour, linestyle="-" if ceiling.measured else "--", lw=1.2)
+        ax.text(low * 1.1, ceiling.value / 1e9 * 1.01, ceiling.text, fontsize=7, va="bottom", color=colour)
+    if l2 is not None and np.isfinite(l2.value) and l2_bytes:
+        ax.plot([low, l2_bytes], [l2.value / 1e9] * 2, ":", color=ROOF_COLOURS[1], lw=1.4)
+        ax.text(low * 1.1, l2.value / 1e9 * 1.01, l2.text + " — up to the L2 size", fontsize=7, va="bottom",
+                color=ROOF_COLOURS[1])
+    if l2_bytes:
+        ax.axvline(l2_bytes, color=ROOF_COLOURS[2], linestyle=":", lw=1)
+        ax.text(l2_bytes * 1.05, 0.02, f"L2 size {si(l2_bytes, 'B')}", fontsize=7, color=ROOF_COLOURS[2],
+                transform=ax.get_xaxis_transform(), va="bottom")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("bytes moved per call (log)")
+    ax.set_ylabel("achieved GB/s")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.2)
+    _legend_outside(ax, title="kernel impl dtype (L2)")
+    return save(figure, path)
 
 
-def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "efficiency") -> Path:
+def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "fraction of the roof") -> Path:
     """A (row label × batch) table of values in [0, ~1] as a colour grid with the numbers written in."""
-    figure = _figure(1.2 + 0.55 * max(len(table.columns), 1), 1.0 + 0.32 * max(len(table.index), 1))
+    figure = _figure(2.6 + 0.55 * max(len(table.columns), 1), 1.3 + 0.3 * max(len(table.index), 1), layout="constrained")
     ax = figure.add_subplot()
     values = table.to_numpy(dtype=float)
-    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1.0, np.nanmax(values, initial=1.0)))
-    ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns], fontsize=7)
+    image = ax.imshow(values, aspect="auto", cmap="cividis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(table.columns)), [plain(float(c)) for c in table.columns], fontsize=7)
     ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=7)
     for (i, j), value in np.ndenumerate(values):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if value < 0.6 else "black")
+            ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if value < 0.55 else "black")
     ax.set_xlabel("batch")
-    figure.colorbar(image, ax=ax, label=label)
+    figure.colorbar(image, ax=ax, label=f"{label} (0–1; numbers in %)")
     ax.set_title(title, fontsize=9)
-    return _save(figure, path)
-
-
-def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Path:
-    """Speed-up vs batch per series (column ``series``); the 1.0 line and each crossover batch marked."""
-    figure = _figure(8, 5)
-    ax = figure.add_subplot()
-    colours = _colours(table["series"])
-    for series, rows in table.groupby("series", sort=False):
-        rows = rows.sort_values("batch")
-        ax.plot(rows["batch"], rows["speedup"], "o-", color=colours[series], markersize=3, label=series)
-        crossing = crossovers.get(series)
-        if crossing is not None and np.isfinite(crossing):
-            ax.axvline(crossing, color=colours[series], linestyle=":", linewidth=1)
-    ax.axhline(1.0, color="black", linewidth=1)
-    _log_axes(ax, x_base=2, y_log=False)
-    ax.set_xlabel("batch (M)")
-    ax.set_ylabel("speed-up over fp16 cuBLAS (×)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.2)
-    ax.legend(fontsize=7)
-    return _save(figure, path)
-
-
-def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
-    """Ratio of medians (slow / fast device) vs batch per kernel (rows without a batch are left out);
-    reference ratios as lines or bands."""
-    figure = _figure(8, 5)
-    ax = figure.add_subplot()
-    table = table[table["batch"].notna()]
-    colours = _colours(table["series"])
-    for series, rows in table.groupby("series", sort=False):
-        rows = rows.groupby("batch")["ratio"].median()
-        ax.plot(rows.index, rows.values, "o-", color=colours[series], markersize=3, label=series)
-    for (name, (low, high)), style in zip(references.items(), ("--", "-.", ":")):
-        if high > low:
-            ax.axhspan(low, high, color="grey", alpha=0.15, label=name)
-        else:
-            ax.axhline(low, color="grey", linestyle=style, label=name)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    _log_axes(ax, x_base=2, y_log=False)
-    ax.set_xlabel("batch")
-    ax.set_ylabel("time ratio (×)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.2)
-    ax.legend(fontsize=7)
-    return _save(figure, path)
+    return save(figure, path)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis.fit import Fit, fit_roofline
 from analysis.frames import LATENCY_KERNELS, batch_axis, series_labels, warm_in_l2
+from analysis.markdown import quantity
 from analysis.roofline import affine_in_batch, knee_batch
 
 SWEEP_KEYS = ("kernel", "impl", "dtype", "l2")
@@ -139,7 +140,7 @@ def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[Swe
                     sweep = sweep.sort_values(batch, kind="stable")
                 fit = fit_of(sweep)
                 if np.isfinite(whole.t0) and not _own_t0(fit, held := fit_of(sweep, whole.t0)):
-                    fit = replace(held, notes=(f"t0 held at the pooled {whole.t0 * 1e6:.3g} µs (this shape alone "
+                    fit = replace(held, notes=(f"t0 held at the pooled {quantity(whole.t0, 's')} (this shape alone "
                                                "cannot separate it from BW_eff)",) + held.notes)
                 knee = sweep_knee(sweep[sweep["in_fit"]], batch, fit.bandwidth, fit.peak)
                 per_shape.append(SweepFit(str(kernel), impl, dtype, str(sweep["shape"].iloc[0]), l2, batch, sweep,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.workloads import decode_point_cost, prefill_cost
 from bench.results import SCHEMA_VERSION, ResultWriter, columns_for, write_sidecar
 
 LINEAR_SHAPES = {  # label -> (N, K); a subset of bench/suites/presets.py
@@ -21,7 +22,8 @@ LINEAR_SHAPES = {  # label -> (N, K); a subset of bench/suites/presets.py
     "llama3-70b.gate": (28672, 8192), "llama3-70b.up": (28672, 8192), "llama3-70b.down": (8192, 28672),
 }
 AXES = ("N", "M", "K", "w_layout", "batch", "heads", "kv_heads", "q_len", "context", "head_dim", "cache",
-        "page_size", "format", "group_size", "iters", "count")
+        "page_size", "seq_q", "seq_kv", "causal", "format", "group_size", "iters", "count")
+GRAPH_BELOW_S = 100e-6  # CUDA-graph replay below this, stream launches above (as the sampler decides)
 GEMV_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 GEMM_BATCHES = tuple(2**i for i in range(13))
 QUANT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -58,11 +60,13 @@ class _Run:
         self.clock = 0
 
     def row(self, kernel, impl, dtype, flops, nbytes, seconds, *, label="", footprint=None, l2="cold",
-            status="ok", error="", launch="graph", noise=0.02, throttle="", **axes):
+            status="ok", error="", launch=None, noise=0.02, throttle="", **axes):
         footprint = nbytes if footprint is None else footprint
         timed = self.mode == "cuda" and status == "ok"
         if timed:
             seconds = seconds * float(np.exp(self.rng.normal(0.0, noise)))
+        if launch is None:
+            launch = "graph" if timed and seconds < GRAPH_BELOW_S else "stream"
         self.clock += 1
         self.writer.write(dict(
             schema_version=SCHEMA_VERSION, run_id=self.run_id, suite=self.suite, device=self.device.name,
@@ -74,7 +78,10 @@ class _Run:
             tflops=flops / seconds / 1e12 if timed else None, gbps=nbytes / seconds / 1e9 if timed else None,
             status=status, rel_err=1e-4 if status == "ok" else None, error=error, config="synthetic",
             launch=launch, sm_clock_mhz=1980 if timed else None, throttle=throttle,
-            timestamp=f"2025-01-01T00:{self.clock // 60:02d}:{self.clock % 60:02d}"))
+            timestamp=f"2025-01-01T{self.clock // 3600:02d}:{self.clock // 60 % 60:02d}:{self.clock % 60:02d}",
+            ci_rel=0.004 if timed else None, converged=True if timed else None,
+            launches_per_sample=1 if timed else None, tune_s=0.5 if status == "ok" else None,
+            max_elem_err=0.05 if status == "ok" else None))
 
     def close(self):
         self.writer.close()
@@ -105,10 +112,10 @@ def write_ceilings_run(root: Path, device: SyntheticDevice = H100, seed: int = 0
         for exponent in range(18, 31):
             n = 2**exponent
             nbytes = 4 * n * count
-            run.row(kernel, "triton", "fp32", 0, nbytes, device.t0 + nbytes / device.bandwidth, N=n)
+            run.row(kernel, "triton", "fp32", 0, nbytes, device.t0 + nbytes / device.bandwidth, N=n, launch="graph")
             if nbytes < device.l2_bytes:  # graph-replayed microsecond kernels: quieter than the 2 % elsewhere
                 run.row(kernel, "triton", "fp32", 0, nbytes, device.t0 + nbytes / device.l2_bandwidth, N=n,
-                        l2="warm", noise=0.005)
+                        l2="warm", noise=0.005, launch="graph")
     for n in (1 << 22, 1 << 24):
         for iters in (256, 1024):
             flops, nbytes = 2 * iters * n, 8 * n
@@ -142,20 +149,32 @@ def write_llm_run(root: Path, device: SyntheticDevice = H100, seed: int = 1) -> 
             for impl, bw, peak in (("triton", 0.85, 0.8), ("torch", 0.8, 0.95)):
                 run.row("gemm", impl, "fp16", flops, nbytes, model_time(device, flops, nbytes, "fp16", bw, peak),
                         label=label, M=m, N=n, K=k, w_layout="nk")
-    for m in (1, 2, 4, 8, 16, 32):  # a shape that fits in L2: fast, flagged, kept out of the fit
+    for m in (1, 2, 4, 8, 16, 32):  # a shape that fits in L2: read from DRAM when cold, from L2 when warm
         flops, nbytes = _linear(m, 1024, 1024)
-        run.row("gemv", "triton", "fp16", flops, nbytes, device.t0 + nbytes / device.l2_bandwidth,
+        run.row("gemv", "triton", "fp16", flops, nbytes, model_time(device, flops, nbytes, "fp16", 0.9),
+                label="square.1024", M=m, N=1024, K=1024, w_layout="nk")
+        run.row("gemv", "triton", "fp16", flops, nbytes, device.t0 + nbytes / device.l2_bandwidth, l2="warm",
                 label="square.1024", M=m, N=1024, K=1024, w_layout="nk")
     for heads, kv_heads in ((32, 8), (64, 8)):
-        for batch in (1, 2, 4, 8, 16, 32, 64):
-            context, dim = 4096, 128
-            flops = 4 * batch * heads * context * dim
-            nbytes = 2 * (2 * batch * kv_heads * context * dim + 2 * batch * heads * dim)
-            for impl in ("triton", "torch"):
-                run.row("attn_decode", impl, "fp16", flops, nbytes,
-                        model_time(device, flops, nbytes, "fp16", 0.85 if impl == "triton" else 0.6),
-                        batch=batch, heads=heads, kv_heads=kv_heads, q_len=1, context=context, head_dim=dim,
-                        cache="paged", page_size=16)
+        for context in (4096, 16384):
+            for batch in (1, 2, 4, 8, 16, 32, 64):
+                dim = 128
+                # ragged lengths as the kernel's (mean 0.75 × context at batch ≥ 2): bytes and time follow them
+                flops, nbytes = decode_point_cost(batch, context, heads, kv_heads, dim)
+                for impl in ("triton", "torch"):
+                    run.row("attn_decode", impl, "fp16", flops, nbytes,
+                            model_time(device, flops, nbytes, "fp16", 0.93 if impl == "triton" else 0.6),
+                            batch=batch, heads=heads, kv_heads=kv_heads, q_len=1, context=context, head_dim=dim,
+                            cache="contiguous", page_size=16)
+    for kv_heads in (32, 8):
+        for seq in (1024, 2048, 4096, 8192, 16384):
+            batch = 16384 // seq
+            flops, nbytes = prefill_cost(batch, 32, kv_heads, 128, seq, causal=True)
+            for impl, peak in (("triton", 0.55), ("torch", 0.6)):
+                run.row("attn_prefill", impl, "fp16", flops, nbytes,
+                        model_time(device, flops, nbytes, "fp16", 0.8, peak),
+                        label=f"seq{seq}", batch=batch, heads=32, kv_heads=kv_heads, seq_q=seq, seq_kv=seq,
+                        head_dim=128, causal=True)
     for label in ("llama3-70b.q", "llama3-8b.gate"):
         n, k = LINEAR_SHAPES[label]
         for m in QUANT_BATCHES:

@@ -14,6 +14,7 @@ from analysis.devices import DEVICES, get, match_device
     ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"),
     ("NVIDIA B200", "b200"),
     ("NVIDIA GB200", "gb200"),
+    ("NVIDIA GB300", "gb300"),
     ("NVIDIA B300 SXM6 AC", "b300"),
     ("NVIDIA L4", "l4"),
     ("NVIDIA L40S", "l40s"),
@@ -51,3 +52,13 @@ def test_every_figure_names_its_source_and_the_table_matches_the_context_notes()
     assert get("h200-sxm").ridge == pytest.approx(206, abs=1)
     assert get("a100-80gb-sxm").ridge == pytest.approx(153, abs=1)
     assert get("a100-80gb-sxm").tensor("fp8") is None  # no fp8 on Ampere: never guessed
+
+
+def test_nvlink_figures_are_sourced_and_halved_per_direction():
+    assert get("h100-sxm").nvlink == 900e9 and get("h200-sxm").nvlink == 900e9
+    assert get("h100-sxm").nvlink_one_way == 450e9
+    assert get("b200").nvlink == 1.8e12 and get("a100-80gb-sxm").nvlink == 600e9
+    assert get("l4").nvlink is None and get("mi300x").nvlink is None  # not NVLink parts / not given: no guess
+    for device in DEVICES:
+        if device.nvlink is not None:
+            assert device.source("nvlink"), device.key

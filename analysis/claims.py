@@ -1,0 +1,123 @@
+"""The source articles' H100-vs-H200 claims and MLPerf's per-GPU ratios beside the decode-step model.
+
+Claims (see /work/shared/CONTEXT.md):
+* "43 % more interactivity at every batch size" going from H100 to H200 (= 4.8 / 3.35 TB/s);
+* "about 3× lower cost": H200's 141 GB holds a larger KV cache, so a larger batch fits (their
+  simulation: Llama-3.1-405B FP8 on 8 GPUs, 1k input / 19k output tokens);
+* MLPerf Inference v4.1, Llama-2-70B, tokens/s per GPU: H200 3,913 offline / 3,654 server vs H100
+  3,066 / 2,701 (1.28× / 1.35×); v5.0 with newer software on both: 4,374 vs 3,913 offline (1.12×).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from analysis.devices import Datasheet, get
+from analysis.tokenomics import (PRESETS, SCENARIOS, Kernels, Preset, Scenario, curve, in_window, interactivity,
+                                 max_batch, throughput_per_gpu)
+
+BANDWIDTH_RATIO_H200_H100 = 4.8 / 3.35
+MLPERF_V41 = {"offline": 3913 / 3066, "server": 3654 / 2701}
+MLPERF_V50_OFFLINE = 4374 / 3913
+ARTICLE_COST_RATIO = 3.0  # "about 3× lower cost"
+TOKENOMICS_DEVICES = ("h100-sxm", "h200-sxm", "b200", "gb300")
+PAIR = ("h100-sxm", "h200-sxm")
+PREDICTED_BASIS = "predicted (datasheet)"
+
+
+@dataclass(frozen=True, eq=False)
+class Basis:
+    """One way to time a device's kernels: the datasheet, or a measured device's fits."""
+
+    device: Datasheet
+    label: str  # PREDICTED_BASIS or "measured: <slug>"
+    kernels_for: Callable[[Preset], Kernels] | None = None  # None: the datasheet roofline
+
+    def kernels(self, preset: Preset) -> Kernels | None:
+        return self.kernels_for(preset) if self.kernels_for else None
+
+
+def predicted_bases(keys=TOKENOMICS_DEVICES) -> list[Basis]:
+    return [Basis(get(k), PREDICTED_BASIS) for k in keys]
+
+
+def curves(bases: list[Basis], presets=PRESETS, scenarios=SCENARIOS) -> pd.DataFrame:
+    """Every decode step from batch 1 to the memory cap, per preset, scenario and basis (the CSV's rows)."""
+    rows = []
+    for preset in presets:
+        for scenario in scenarios:
+            if not in_window(preset, scenario):
+                continue
+            for basis in bases:
+                cap = max_batch(preset, basis.device, scenario.context)
+                for step in curve(preset, basis.device, scenario, basis.kernels(preset)):
+                    rows.append(dict(
+                        preset=preset.label, model=preset.model.name, precision=preset.precision.name, tp=preset.tp,
+                        scenario=scenario.name, context=scenario.context, device=basis.device.key,
+                        device_name=basis.device.name, basis=basis.label, batch=step.batch, max_batch=cap,
+                        step_ms=step.step_s * 1e3, projections_ms=step.projections_s * 1e3,
+                        attention_ms=step.attention_s * 1e3, allreduce_ms=step.allreduce_s * 1e3,
+                        lm_head_ms=step.lm_head_s * 1e3, bound_ms=step.bound_s * 1e3,
+                        interactivity=interactivity(step), throughput_per_gpu=throughput_per_gpu(step, preset.tp),
+                        sources="; ".join(step.sources)))
+    return pd.DataFrame(rows)
+
+
+def caps_table(presets=PRESETS, scenarios=SCENARIOS, keys=TOKENOMICS_DEVICES) -> pd.DataFrame:
+    """Max batch per preset × scenario × device (0 where the weights alone do not fit)."""
+    rows = []
+    for preset in presets:
+        for scenario in scenarios:
+            if in_window(preset, scenario):
+                rows += [dict(preset=preset.label, scenario=scenario.name, device=k, max_batch=max_batch(
+                    preset, get(k), scenario.context)) for k in keys]
+    return pd.DataFrame(rows)
+
+
+def _side(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    return frame[frame["device"] == key].set_index("batch")
+
+
+def pair_ratios(frame: pd.DataFrame, slow: str = PAIR[0], fast: str = PAIR[1]) -> dict[str, float]:
+    """For one preset × scenario × basis pair: interactivity ratio at equal batch (min, max over the
+    batches both fit) and throughput-per-GPU ratio with each device at its own max batch."""
+    a, b = _side(frame, slow), _side(frame, fast)
+    nan = float("nan")
+    if a.empty or b.empty:
+        return dict(equal_min=nan, equal_max=nan, equal_b1=nan, at_cap=nan, cap_slow=nan, cap_fast=nan)
+    common = a.index.intersection(b.index)
+    equal = (b.loc[common, "interactivity"] / a.loc[common, "interactivity"]) if len(common) else pd.Series(dtype=float)
+    top_a, top_b = a.loc[a.index.max()], b.loc[b.index.max()]
+    return dict(equal_min=equal.min() if len(equal) else nan, equal_max=equal.max() if len(equal) else nan,
+                equal_b1=equal.get(1, nan), at_cap=top_b["throughput_per_gpu"] / top_a["throughput_per_gpu"],
+                cap_slow=int(a.index.max()), cap_fast=int(b.index.max()))
+
+
+def claims(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per preset × scenario × basis: the two ratios, H200 over H100, beside what the sources claim."""
+    rows = []
+    bases = frame[["device", "basis"]].drop_duplicates()
+    pairs = [(PREDICTED_BASIS, PREDICTED_BASIS)]
+    measured = {d: b for d, b in bases.itertuples(index=False) if b != PREDICTED_BASIS}
+    if PAIR[0] in measured and PAIR[1] in measured:
+        pairs.append((measured[PAIR[0]], measured[PAIR[1]]))
+    for (preset, scenario), group in frame.groupby(["preset", "scenario"], sort=False):
+        for slow_basis, fast_basis in pairs:
+            chosen = group[((group["device"] == PAIR[0]) & (group["basis"] == slow_basis))
+                           | ((group["device"] == PAIR[1]) & (group["basis"] == fast_basis))]
+            ratios = pair_ratios(chosen)
+            label = "predicted (datasheets)" if slow_basis == PREDICTED_BASIS else \
+                f"measured terms ({slow_basis.split(': ')[-1]} vs {fast_basis.split(': ')[-1]})"
+            rows.append(dict(preset=preset, scenario=scenario, basis=label, **ratios))
+    return pd.DataFrame(rows)
+
+
+def mlperf_preset() -> Preset:
+    return next(p for p in PRESETS if p.model.name == "llama2-70b")
+
+
+def articles_scenario() -> tuple[Preset, Scenario]:
+    return next(p for p in PRESETS if p.model.name == "llama3.1-405b"), SCENARIOS[0]

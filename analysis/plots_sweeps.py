@@ -1,0 +1,248 @@
+"""PNG figures of measured sweeps: fit panels, fraction of the roof vs batch, speed-ups, device ratios."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis.plots import (BASELINE_COLOUR, _figure, _legend_outside, family_colour, impl_marker, log_axis, plain,
+                            save, si, time_axis)
+from analysis.roofline import Roof, predicted_time
+from analysis.sweeps import SweepFit, roof_knee
+
+MAX_PANELS = 24
+TRITON = "triton"
+
+
+def _grid(count: int, columns: int = 4, width: float = 3.3, height: float = 2.7, top: float = 0.9, right: float = 1.7):
+    """A figure with ``count`` panels and manual margins (inches) that leave room for titles and a legend."""
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    total_h = height * rows + top + 0.6
+    total_w = width * columns + right + 0.1
+    figure = _figure(total_w, total_h)
+    figure.subplots_adjust(left=0.7 / total_w, right=1 - right / total_w,
+                           bottom=0.55 / total_h, top=1 - top / total_h, hspace=0.62, wspace=0.28)
+    return figure, rows, columns
+
+
+def _title(text: str, width: int = 40) -> str:
+    return "\n".join(textwrap.wrap(text, width)[:2])
+
+
+def _series_style(sweep: SweepFit) -> dict:
+    triton = sweep.impl == TRITON
+    return dict(color=family_colour(sweep.kernel) if triton else BASELINE_COLOUR, marker=impl_marker(sweep.impl),
+                linestyle="-" if triton else "--")
+
+
+def _fit_text(sweep: SweepFit) -> str:
+    fit = sweep.fit
+    who = sweep.impl + (" (warm L2)" if sweep.l2 == "warm" else "")
+    if fit.n_points < 3:
+        return f"{who}: not fitted ({fit.n_points} usable points)"
+    bw = si(fit.bandwidth, "B/s") if np.isfinite(fit.bandwidth) else "–"
+    if np.isfinite(fit.peak):
+        peak = si(fit.peak, "FLOP/s")
+    elif np.isfinite(fit.peak_lower_bound):
+        peak = "≥ " + si(fit.peak_lower_bound, "FLOP/s")
+    else:
+        peak = "–"
+    t0 = f"{fit.t0 * 1e6:.3g} µs" if np.isfinite(fit.t0) else "–"
+    return f"{who}: BW {bw}, P {peak}, t0 {t0}"
+
+
+def _swept_axis(ax, sweep: SweepFit, values) -> None:
+    values = np.asarray(values, dtype=float)
+    base = 2 if sweep.batch in ("M", "batch", "seq", "seq_q", "seq_kv") else 10
+    log_axis(ax, "x", base)
+    ax.set_xlim(values.min() / 1.4, values.max() * 1.4)
+
+
+def _time_limits(ax, group: list[SweepFit], lines: int, roof: Roof | None) -> None:
+    """y limits from the data, the fit and the roofline, with headroom above for the fitted parameters."""
+    values = [s.rows["p80_s"].fillna(s.rows["median_s"]).to_numpy(float) for s in group]
+    values += [s.rows["p20_s"].fillna(s.rows["median_s"]).to_numpy(float) for s in group]
+    bottom, top = float(np.nanmin(np.concatenate(values))), float(np.nanmax(np.concatenate(values)))
+    for sweep in group:
+        if not len(sweep.used):
+            continue
+        curves = [sweep.predict_at(sweep.used[sweep.batch])]
+        if roof is not None and np.isfinite(roof.bandwidth):
+            curves.append(sweep.predict_at(sweep.used[sweep.batch], roof.time))
+        for curve in curves:
+            if np.isfinite(curve).all():
+                bottom, top = min(bottom, float(np.min(curve))), max(top, float(np.max(curve)))
+    if ax.get_yscale() == "log":
+        ax.set_ylim(bottom / 1.5, top * 1.5 * 2.2**lines)
+    else:
+        span = max(top - bottom, 0.05 * top)
+        ax.set_ylim(bottom - 0.1 * span, top + span * (0.1 + 0.3 * lines))
+
+
+def fit_panels(sweeps: list[SweepFit], path: Path, title: str, roof: Roof | None = None,
+               panel: Callable[[SweepFit], str] = lambda s: s.shape) -> Path:
+    """Median time (p20–p80 bars) vs the swept axis, one panel per shape (or per ``panel(sweep)``); the fit drawn
+    through with its BW, P and t0 written in the panel; the device's roofline dotted."""
+    names = list(dict.fromkeys(panel(s) for s in sweeps))
+    shown = names[:MAX_PANELS]
+    figure, rows_n, columns = _grid(len(shown), height=2.9)
+    axes = figure.subplots(rows_n, columns, squeeze=False)
+    for ax, name in zip(axes.flat, shown):
+        group = [s for s in sweeps if panel(s) == name]
+        texts = []
+        _swept_axis(ax, group[0], np.concatenate([s.rows[s.batch].to_numpy(float) for s in group]))
+        time_axis(ax, np.concatenate([s.rows["median_s"].to_numpy(float) for s in group]))
+        _time_limits(ax, group, len(group), roof)
+        ax.set_autoscale_on(False)
+        for sweep in group:
+            style = _series_style(sweep)
+            rows = sweep.rows
+            x = rows[sweep.batch].to_numpy(float)
+            y = rows["median_s"].to_numpy(float)
+            low = np.clip(y - rows["p20_s"].fillna(rows["median_s"]).to_numpy(float), 0, None)
+            high = np.clip(rows["p80_s"].fillna(rows["median_s"]).to_numpy(float) - y, 0, None)
+            inside = rows["in_fit"].to_numpy(bool)
+            face = [style["color"] if i else "none" for i in inside]
+            ax.errorbar(x, y, yerr=[low, high], fmt="none", ecolor=style["color"], elinewidth=0.8, capsize=1.5)
+            ax.scatter(x, y, s=14, marker=style["marker"], facecolors=face, edgecolors=style["color"], zorder=3,
+                       label=f"{sweep.impl} ({sweep.l2 or 'cold'} L2)" if sweep.l2 == "warm" else sweep.impl)
+            used = sweep.used
+            if len(used) and used[sweep.batch].nunique() >= 2:
+                grid = np.geomspace(used[sweep.batch].min(), used[sweep.batch].max(), 60)
+                if np.isfinite(sweep.fit.t0):
+                    ax.plot(grid, sweep.predict_at(grid), linestyle=style["linestyle"], color=style["color"], lw=1)
+                if roof is not None and np.isfinite(roof.bandwidth):
+                    ax.plot(grid, sweep.predict_at(grid, roof.time), ":", color="black", lw=0.9)
+            texts.append(_fit_text(sweep))
+        ax.set_title(_title(name), fontsize=7.5)
+        ax.set_xlabel(group[0].batch or "", fontsize=7)
+        ax.set_ylabel("time (µs)", fontsize=7)
+        ax.tick_params(labelsize=6.5, which="both")
+        ax.grid(True, which="major", alpha=0.2)
+        ax.text(0.02, 0.98, "\n".join(texts), transform=ax.transAxes, fontsize=6, va="top",
+                bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1))
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    more = f" — first {len(shown)} of {len(names)} shapes (all in fits.csv)" if len(names) > len(shown) else ""
+    figure.suptitle(f"{title}{more}\nmedian time, bars p20–p80; line: fit; dotted: the device roofline; "
+                    "hollow: warm L2 and in L2 (not fitted)", fontsize=9)
+    from matplotlib.lines import Line2D
+
+    impls = list(dict.fromkeys(s.impl for s in sweeps))
+    handles = [Line2D([], [], marker=impl_marker(i), **{k: v for k, v in _series_style(
+        next(s for s in sweeps if s.impl == i)).items() if k != "marker"}, label=i) for i in impls]
+    handles.append(Line2D([], [], linestyle=":", color="black", label="roofline (no t0)"))
+    _legend_outside(axes.flat[columns - 1], handles, "impl")
+    return save(figure, path)
+
+
+def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof], path: Path, title: str) -> Path:
+    """Achieved fraction of the roofline bound vs the swept axis, one panel per shape, Triton and the baseline
+    on shared axes and a fixed 0–100 % scale; the roof's knee marked. Fraction = roofline time at the point's
+    FLOPs and bytes / measured time (band: the same at p20 and p80)."""
+    keys = list(dict.fromkeys((s.shape, s.dtype) for s in sweeps))
+    shown = keys[:MAX_PANELS]
+    figure, rows_n, columns = _grid(len(shown), height=2.6)
+    axes = figure.subplots(rows_n, columns, squeeze=False)
+    xs = np.concatenate([s.rows[s.batch].to_numpy(float) for s in sweeps])
+    from matplotlib.ticker import PercentFormatter
+
+    for ax in axes.flat:  # the same fixed axes everywhere (set, not shared: sharing costs seconds per figure)
+        _swept_axis(ax, sweeps[0], xs)
+        ax.set_ylim(0, 1.08)
+        ax.set_autoscale_on(False)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    for ax, (name, dtype) in zip(axes.flat, shown):
+        knees = []
+        for sweep in (s for s in sweeps if s.shape == name and s.dtype == dtype):
+            roof = roof_of(sweep.kernel, sweep.dtype)
+            rows = sweep.rows.sort_values(sweep.batch)
+            bound = predicted_time(rows["flops"], rows["bytes"], roof.peak, roof.bandwidth)
+            x = rows[sweep.batch].to_numpy(float)
+            style = _series_style(sweep)
+            fraction = bound / rows["median_s"].to_numpy(float)
+            ax.plot(x, np.minimum(fraction, 1.04), markersize=3.5, lw=1, **style, label=sweep.impl)
+            fast, slow = bound / rows["p20_s"].to_numpy(float), bound / rows["p80_s"].to_numpy(float)
+            ax.fill_between(x, np.minimum(slow, 1.04), np.minimum(fast, 1.04), color=style["color"], alpha=0.15,
+                            linewidth=0)
+            above = fraction > 1.04
+            ax.plot(x[above], np.full(above.sum(), 1.04), "^", color=style["color"], markersize=4)
+            knees.append(roof_knee(sweep, roof.bandwidth, roof.peak))
+        knee = next((k for k in knees if np.isfinite(k)), float("nan"))
+        if np.isfinite(knee) and xs.min() / 1.4 <= knee <= xs.max() * 1.4:
+            ax.axvline(knee, color="black", linestyle=":", lw=1)
+            ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom")
+        elif sweeps[0].has_flops:
+            ax.text(0.98, 0.03, "knee outside range" if np.isfinite(knee) or not knees else "no knee (memory-bound)",
+                    transform=ax.transAxes, fontsize=6, ha="right")
+        ax.set_title(_title(f"{name} · {dtype}"), fontsize=7.5)
+        ax.grid(True, which="major", alpha=0.2)
+        ax.tick_params(labelsize=6.5, which="both", labelbottom=True, labelleft=True)
+    first = sweeps[0]
+    for ax in axes.flat:
+        ax.set_xlabel(first.batch or "", fontsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    more = f" — first {len(shown)} of {len(keys)} shapes" if len(keys) > len(shown) else ""
+    figure.suptitle(f"{title}{more}\nfraction of the roofline bound = roofline time / measured time (band: p20–p80); "
+                    "▲ above 104 %; dotted: the roof's knee", fontsize=9)
+    from matplotlib.lines import Line2D
+
+    impls = list(dict.fromkeys(s.impl for s in sweeps))
+    handles = [Line2D([], [], **_series_style(next(s for s in sweeps if s.impl == i)), label=i) for i in impls]
+    _legend_outside(axes.flat[columns - 1], handles, "impl")
+    return save(figure, path)
+
+
+def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Path:
+    """Speed-up vs batch per series; the 1× line and each crossover batch marked."""
+    from analysis.plots import OKABE_ITO
+
+    figure = _figure(10, 5)
+    ax = figure.add_axes((0.08, 0.12, 0.6, 0.78))
+    for index, (series, rows) in enumerate(table.groupby("series", sort=False)):
+        rows = rows.sort_values("batch")
+        colour = OKABE_ITO[index % 7]
+        ax.plot(rows["batch"], rows["speedup"], "-", marker="o", color=colour, markersize=3, label=series)
+        crossing = crossovers.get(series)
+        if crossing is not None and np.isfinite(crossing):
+            ax.axvline(crossing, color=colour, linestyle=":", linewidth=1)
+    ax.axhline(1.0, color="black", linewidth=1)
+    log_axis(ax, "x", 2)
+    ax.set_xlabel("batch (M)")
+    ax.set_ylabel("speed-up over fp16 cuBLAS (torch.matmul), ×")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="major", alpha=0.2)
+    _legend_outside(ax, title="series (dotted: crossover)")
+    return save(figure, path)
+
+
+def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
+    """Ratio of medians (slow / fast device) vs batch per kernel; reference ratios as lines or bands."""
+    from analysis.plots import OKABE_ITO
+
+    figure = _figure(10, 5)
+    ax = figure.add_axes((0.08, 0.12, 0.6, 0.78))
+    table = table[table["batch"].notna()]
+    for index, (series, rows) in enumerate(table.groupby("series", sort=False)):
+        rows = rows.groupby("batch")["ratio"].median()
+        ax.plot(rows.index, rows.values, "-", marker="o", color=OKABE_ITO[index % 7], markersize=3, label=series)
+    for (name, (low, high)), style in zip(references.items(), ("--", "-.", ":")):
+        if high > low:
+            ax.axhspan(low, high, color="grey", alpha=0.15, label=name)
+        else:
+            ax.axhline(low, color="black", linestyle=style, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    log_axis(ax, "x", 2)
+    ax.set_xlabel("batch")
+    ax.set_ylabel("time ratio (×), > 1: faster on the second device")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="major", alpha=0.2)
+    _legend_outside(ax)
+    return save(figure, path)

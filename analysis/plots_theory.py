@@ -1,0 +1,211 @@
+"""PNG figures of predictions (datasheets alone), with measured points overlaid where runs exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import predicted
+from analysis.devices import Datasheet
+from analysis.plots import _figure, _legend_outside, device_colour, impl_marker, log_axis, plain, save, si, slope_angle
+from analysis.plots_sweeps import _grid, _title
+
+PREDICTED_NOTE = "lines: PREDICTED from datasheets (no launch cost); markers: MEASURED"
+
+
+def _clusters(items: list[tuple[float, str]], tolerance: float = 0.05) -> list[tuple[float, list[str]]]:
+    """(value, names) groups of values within ``tolerance`` of each other, largest first."""
+    out: list[tuple[float, list[str]]] = []
+    for value, name in sorted(items, key=lambda item: -item[0]):
+        if out and abs(out[-1][0] / value - 1) <= tolerance:
+            out[-1][1].append(name)
+        else:
+            out.append((value, [name]))
+    return out
+
+
+def rooflines(devices: list[Datasheet], path: Path) -> Path:
+    """Datasheet rooflines (bf16 solid, fp8 dashed) per device, each roof labelled with value and ridge."""
+    from analysis.plots import _margin_labels
+
+    figure = _figure(10.5, 6.4)
+    ax = figure.add_axes((0.08, 0.1, 0.56, 0.82))
+    low, high = 0.5, 5000.0
+    peaks = [d.tensor(t) for d in devices for t in ("bf16", "fp8") if d.tensor(t)]
+    ax.set_xlim(low, high)
+    ax.set_ylim(low * min(d.bandwidth for d in devices) / 1e12 / 1.5, max(peaks) / 1e12 * 2.5)
+    log_axis(ax, "x")
+    log_axis(ax, "y")
+    colours = {d.key: device_colour(d.key, i) for i, d in enumerate(devices)}
+    peak_items = []
+    for device in devices:
+        for dtype, style in (("bf16", "-"), ("fp8", "--")):
+            peak = device.tensor(dtype)
+            if not peak:
+                continue
+            x = np.geomspace(low, high, 200)
+            ax.plot(x, np.minimum(peak, x * device.bandwidth) / 1e12, style, color=colours[device.key], lw=1.4,
+                    label=device.name if dtype == "bf16" else None)
+            ax.plot([peak / device.bandwidth], [peak / 1e12], "o", color=colours[device.key], markersize=3.5)
+            peak_items.append((peak, f"{device.name} {dtype}|{peak / device.bandwidth:.0f}|{device.key}"))
+    labels = []
+    for value, names in _clusters(peak_items, 0.0):
+        who = " / ".join(n.split("|")[0] for n in names)
+        ridges = " / ".join(n.split("|")[1] for n in names)
+        labels.append((value / 1e12, f"{who}: {si(value, 'FLOP/s')}\nridge {ridges} FLOP/B",
+                       colours[names[0].split("|")[2]]))
+    _margin_labels(ax, labels, gap_px=24)
+    for index, (value, keys) in enumerate(_clusters([(d.bandwidth, d.key) for d in devices])):
+        names = " / ".join(f"{get_name(devices, k)} {si(get_bw(devices, k), 'B/s')}" for k in keys)
+        x_text = low * 1.3 * 1.9**index
+        y_text = x_text * value / 1e12
+        angle = slope_angle(ax, x_text, y_text, 2 * y_text)
+        ax.text(x_text, y_text * 1.15, names, rotation=angle, rotation_mode="anchor", fontsize=6.2,
+                color=colours[keys[0]])
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("attainable TFLOP/s (dense)")
+    ax.set_title("PREDICTED: datasheet rooflines — bf16 tensor (solid), fp8 tensor (dashed), DRAM diagonals; "
+                 "dots: ridge points", fontsize=9)
+    ax.grid(True, which="major", alpha=0.2)
+    ax.legend(fontsize=7, title="device (datasheet)", title_fontsize=7, loc="upper left", frameon=False)
+    return save(figure, path)
+
+
+def get_name(devices: list[Datasheet], key: str) -> str:
+    return next(d.name for d in devices if d.key == key)
+
+
+def get_bw(devices: list[Datasheet], key: str) -> float:
+    return next(d.bandwidth for d in devices if d.key == key)
+
+
+def layer_curves(shapes: list[predicted.LayerShape], devices: list[Datasheet], measured: pd.DataFrame,
+                 path: Path, title: str, dtype: str = "bf16") -> Path:
+    """Predicted time vs batch per projection shape and device, the knee marked; measured medians of the same
+    (N, K) overlaid (``measured``: columns device (datasheet key), impl, M, N, K, median_s)."""
+    figure, rows_n, columns = _grid(len(shapes), columns=4 if len(shapes) <= 4 else 3, width=3.8, height=3.0)
+    axes = figure.subplots(rows_n, columns, squeeze=False, sharex=True)
+    batches = np.geomspace(1, 4096, 100)
+    for ax, shape in zip(axes.flat, shapes):
+        for index, device in enumerate(devices):
+            colour = device_colour(device.key, index)
+            times = predicted.linear_time(shape, device, dtype, batches)
+            if np.isnan(times).all():
+                continue
+            ax.plot(batches, times * 1e6, "--", color=colour, lw=1.1, label=device.name)
+            knee = predicted.linear_knee(shape, device, dtype)
+            if np.isfinite(knee) and 1 <= knee <= 4096:
+                t_knee = predicted.linear_time(shape, device, dtype, [knee])[0]
+                ax.plot([knee], [t_knee * 1e6], "|", color=colour, markersize=10, mew=1.5)
+            rows = measured[(measured["device"] == device.key) & (measured["N"] == shape.n)
+                            & (measured["K"] == shape.k)] if not measured.empty else measured
+            for impl, group in (rows.groupby("impl") if not rows.empty else []):
+                group = group.sort_values("M")
+                ax.plot(group["M"], group["median_s"] * 1e6, linestyle="", marker=impl_marker(impl), color=colour,
+                        markersize=3.5, markerfacecolor=colour if impl == "triton" else "none")
+        log_axis(ax, "x", 2)
+        log_axis(ax, "y", formatter=plain)
+        ax.set_title(_title(f"{shape.label} (N={shape.n}, K={shape.k})", 46), fontsize=7)
+        ax.tick_params(labelsize=6.5, which="both", labelbottom=True)
+        ax.set_xlabel("batch M", fontsize=7)
+        ax.set_ylabel("time (µs)", fontsize=7)
+        ax.grid(True, which="major", alpha=0.2)
+    for ax in list(axes.flat)[len(shapes):]:
+        ax.set_visible(False)
+    figure.suptitle(f"{title}\n{PREDICTED_NOTE} (filled: triton, hollow: baseline); | marks each device's knee",
+                    fontsize=9)
+    _legend_outside(axes.flat[min(columns, len(shapes)) - 1], title="device")
+    return save(figure, path)
+
+
+def attention_curves(shapes: list[predicted.AttentionShape], devices: list[Datasheet], measured: pd.DataFrame,
+                     path: Path) -> Path:
+    """Predicted decode attention time vs batch (contexts 4k dashed, 32k dotted) and causal prefill time vs seq
+    per device; measured medians overlaid (``measured``: device, kernel, impl, heads, kv_heads, head_dim, x,
+    context, causal, median_s)."""
+    panels = [("decode", s) for s in shapes] + [("prefill", s) for s in shapes]
+    figure, rows_n, columns = _grid(len(panels), columns=4, width=3.3, height=2.8, top=1.2)
+    axes = figure.subplots(rows_n, columns, squeeze=False)
+    styles = dict(zip(predicted.DECODE_CONTEXTS, ("--", ":")))
+    for ax, (kind, shape) in zip(axes.flat, panels):
+        for index, device in enumerate(devices):
+            colour = device_colour(device.key, index)
+            if kind == "decode":
+                for context, style in styles.items():
+                    xs = predicted.DECODE_BATCHES
+                    ax.plot(xs, predicted.decode_time(shape, device, context, xs) * 1e6, style, color=colour, lw=1.1,
+                            label=device.name if context == predicted.DECODE_CONTEXTS[0] else None)
+            else:
+                xs = predicted.PREFILL_SEQS
+                ax.plot(xs, predicted.prefill_time(shape, device, xs, True) * 1e6, "--", color=colour, lw=1.1)
+            if measured.empty:
+                continue
+            rows = measured[(measured["device"] == device.key) & (measured["kernel"] == f"attn_{kind}")
+                            & (measured["heads"] == shape.heads) & (measured["kv_heads"] == shape.kv_heads)
+                            & (measured["head_dim"] == shape.head_dim)]
+            if kind == "decode":
+                rows = rows[rows["context"].isin(predicted.DECODE_CONTEXTS)]
+            else:
+                rows = rows[rows["causal"].astype(str).str.lower().isin(("true", "1", "1.0"))]
+            for (impl, _), group in rows.groupby(["impl", "context" if kind == "decode" else "causal"]):
+                group = group.groupby("x")["median_s"].median()
+                ax.plot(group.index, group.values * 1e6, linestyle="", marker=impl_marker(impl), color=colour,
+                        markersize=3.5, markerfacecolor=colour if impl == "triton" else "none")
+        log_axis(ax, "x", 2)
+        log_axis(ax, "y", formatter=plain)
+        label = "decode, C = 4k (dashed), 32k (dotted)" if kind == "decode" else "prefill, causal, 16k tokens"
+        ax.set_title(_title(f"{label}: {shape.label}", 44), fontsize=7)
+        ax.set_xlabel("batch (sequences)" if kind == "decode" else "seq (batch = 16k / seq)", fontsize=7)
+        ax.set_ylabel("time (µs)", fontsize=7)
+        ax.tick_params(labelsize=6.5, which="both")
+        ax.grid(True, which="major", alpha=0.2)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    figure.suptitle("Attention, bf16 — " + PREDICTED_NOTE + "\ndecode lengths as the measured points: evenly from "
+                    "the context C down to C/2 (mean ≈ 0.75 C at batch ≥ 2); decode has no knee", fontsize=9)
+    _legend_outside(axes.flat[min(columns, len(panels)) - 1], title="device")
+    return save(figure, path)
+
+
+def tokenomics(curves: pd.DataFrame, path: Path) -> Path:
+    """Throughput per GPU vs interactivity per preset × scenario panel, one curve per device and basis,
+    batch 1 to the memory cap (the cap marked with a star, its batch written)."""
+    panels = list(dict.fromkeys(zip(curves["preset"], curves["scenario"])))
+    figure, rows_n, columns = _grid(len(panels), columns=3, width=4.0, height=3.3, right=2.6)
+    axes = figure.subplots(rows_n, columns, squeeze=False)
+    keys = list(dict.fromkeys(curves["device"]))
+    for ax, (preset, scenario) in zip(axes.flat, panels):
+        panel = curves[(curves["preset"] == preset) & (curves["scenario"] == scenario)]
+        for (device, basis), rows in panel.groupby(["device", "basis"], sort=False):
+            rows = rows.sort_values("batch")
+            colour = device_colour(device, keys.index(device))
+            measured = not basis.startswith("predicted")
+            ax.plot(rows["interactivity"], rows["throughput_per_gpu"], "-" if measured else "--", color=colour,
+                    marker="o" if measured else None, markersize=3, lw=1.2,
+                    label=f"{rows['device_name'].iloc[0]} ({'measured terms' if measured else 'predicted'})")
+            cap = rows.iloc[-1]
+            ax.plot([cap["interactivity"]], [cap["throughput_per_gpu"]], "*", color=colour, markersize=9)
+            ax.annotate(f"B={int(cap['batch'])}", (cap["interactivity"], cap["throughput_per_gpu"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points", color=colour)
+        log_axis(ax, "x", formatter=plain, subs=(1.0, 2.0, 5.0))
+        log_axis(ax, "y", formatter=plain, subs=(1.0, 2.0, 5.0))
+        ax.set_title(_title(f"{preset} · {scenario}", 44), fontsize=7.5)
+        ax.set_xlabel("interactivity (tokens/s per user)", fontsize=7)
+        ax.set_ylabel("throughput (tokens/s per GPU)", fontsize=7)
+        ax.tick_params(labelsize=6.5, which="both")
+        ax.grid(True, which="major", alpha=0.2)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    figure.suptitle("Decode economics: batch 1 (right) to the memory cap (★, left); dashed: PREDICTED from "
+                    "datasheets, solid with dots: MEASURED kernel terms (NVLink always predicted)", fontsize=9)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    axes.flat[min(columns, len(panels)) - 1].legend(handles, labels, fontsize=7, loc="upper left",
+                                                   bbox_to_anchor=(1.01, 1.0), frameon=False, title="device")
+    return save(figure, path)

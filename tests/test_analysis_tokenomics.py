@@ -1,0 +1,172 @@
+"""Decode economics (issue 14): the TP split, the memory cap and the context definition against hand-computed
+values, and the claims' ratios; measured terms from synthetic fits never beat the datasheet."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis import claims, tokenomics as tk
+from analysis.ceilings import DeviceRoofs, derive_ceilings
+from analysis.devices import get
+from analysis.frames import timed
+from analysis.sweeps import fit_sweeps
+from analysis.workloads import decode_attention_cost, decode_lengths, decode_point_cost, mean_decode_context
+from bench.results import load_results
+from kernels.models import LLAMA2_70B, LLAMA3_8B, LLAMA3_70B, LLAMA31_405B
+from tests import fixture_results as fx
+
+H100, H200 = get("h100-sxm"), get("h200-sxm")
+
+
+def test_tp_splits_columns_and_rows_by_hand():
+    assert tk.shard_shapes(LLAMA3_70B, 4) == {
+        "q": (2048, 8192), "k": (256, 8192), "v": (256, 8192), "o": (8192, 2048),
+        "gate": (7168, 8192), "up": (7168, 8192), "down": (8192, 7168)}
+    assert tk.shard_shapes(LLAMA31_405B, 8)["k"] == (128, 16384)  # 8 kv heads over 8 GPUs: one each
+    assert tk.shard_shapes(LLAMA3_70B, 16)["k"] == (128, 8192)  # more GPUs than kv heads: replicated
+    assert tk.shard_shapes(LLAMA3_8B, 1) == dict(LLAMA3_8B.projections())
+    with pytest.raises(ValueError, match="does not divide"):
+        tk.shard_shapes(LLAMA3_8B, 3)
+
+
+def test_weights_and_kv_per_gpu_by_hand():
+    per_layer = 4096 * 4096 * 2 + 1024 * 4096 * 2 + 14336 * 4096 * 3  # q, o; k, v; gate, up, down
+    params = 32 * per_layer + 2 * 128256 * 4096  # + embedding and LM head
+    assert tk.parameters(LLAMA3_8B) == params == 8_029_995_008
+    preset = tk.Preset(LLAMA3_8B, tk.BF16, 1)
+    assert tk.weight_bytes_per_gpu(preset) == 2 * params
+    assert tk.kv_bytes_per_token(preset) == 32 * 2 * 8 * 128 * 2 == 131_072
+    big = tk.Preset(LLAMA31_405B, tk.FP8, 8)
+    shard = 2048 * 16384 * 2 + 128 * 16384 * 2 + 6656 * 16384 * 3
+    assert tk.weight_bytes_per_gpu(big) == 126 * shard + 2 * 128256 * 16384 / 8 == 50_731_155_456
+    assert tk.kv_bytes_per_token(big) == 126 * 2 * 1 * 128 * 2 == 64_512
+
+
+def test_memory_cap_by_hand():
+    preset = tk.Preset(LLAMA3_8B, tk.BF16, 1)
+    free = 80e9 * 0.9 - 16_059_990_016  # usable H100 memory − weights
+    assert tk.max_batch(preset, H100, 4096) == math.floor(free / (131_072 * 4096)) == 104
+    big = tk.Preset(LLAMA31_405B, tk.FP8, 8)
+    context = tk.SCENARIOS[0].context
+    assert context == 1000 + 18999 / 2  # 1k in, 19k out: the mean context over the output
+    assert tk.max_batch(big, H100, context) == math.floor((72e9 - 50_731_155_456) / (64_512 * context)) == 31
+    assert tk.max_batch(big, H200, context) == math.floor((141e9 * 0.9 - 50_731_155_456) / (64_512 * context)) == 112
+    assert tk.max_batch(tk.Preset(LLAMA3_70B, tk.BF16, 1), H100, 4096) == 0  # 141 GB of weights do not fit
+
+
+def test_decode_lengths_mean_is_three_quarters_of_the_context():
+    assert decode_lengths(1, 4096) == [4096]
+    lengths = decode_lengths(8, 4096)
+    assert lengths[0] == 4096 and lengths[-1] == 2048 and len(lengths) == 8
+    assert mean_decode_context(64, 4096) == pytest.approx(0.75 * 4096, rel=0.01)
+    flops, nbytes = decode_point_cost(8, 4096, 32, 8, 128)
+    assert nbytes == 2 * 8 * 32 * 128 * 2 + 2 * sum(lengths) * 8 * 128 * 2 + 4 * 8
+    assert flops == 4 * 32 * 128 * sum(lengths)
+
+
+def test_decode_lengths_match_the_kernel_spec():
+    pytest.importorskip("torch")
+    try:
+        from kernels.attn_decode_spec import ATTN_DECODE as spec, decode_lengths as kernel_lengths
+    except ImportError:
+        from kernels.attn_decode import ATTN_DECODE as spec, decode_lengths as kernel_lengths
+    from kernels.spec import DType
+
+    for batch, context, q_len in ((1, 4096, 1), (7, 1000, 1), (64, 32768, 1), (16, 4097, 4)):
+        case = spec.case(DType.FP16, batch=batch, context=context, q_len=q_len, heads=32, kv_heads=8, head_dim=128,
+                         cache="contiguous")
+        assert decode_lengths(batch, context, q_len) == kernel_lengths(case)
+        assert decode_point_cost(batch, context, 32, 8, 128, q_len=q_len) == (spec.flops(case), spec.bytes(case))
+
+
+def test_allreduce_uses_one_direction_of_the_datasheet_nvlink():
+    seconds = tk.allreduce_time(H100, 8, 1e6)
+    assert seconds == pytest.approx(2 * 7 / 8 * 1e6 / 450e9)
+    assert tk.allreduce_time(H100, 1, 1e6) == 0.0
+    assert math.isnan(tk.allreduce_time(get("l4"), 2, 1e6))  # no NVLink figure: never guessed
+
+
+def test_predicted_equal_batch_ratio_is_the_bandwidth_ratio_when_memory_bound():
+    preset = tk.Preset(LLAMA3_8B, tk.BF16, 1)
+    slow, fast = tk.decode_step(preset, H100, 1, 4096), tk.decode_step(preset, H200, 1, 4096)
+    assert slow.step_s / fast.step_s == pytest.approx(4.8 / 3.35, rel=1e-3)
+    assert slow.step_s == pytest.approx(slow.bound_s)  # the datasheet model is its own bound
+    frame = claims.curves(claims.predicted_bases(), presets=(preset,))
+    ratios = claims.pair_ratios(frame[frame["scenario"] == "fixed 4k context"])
+    assert ratios["equal_b1"] == pytest.approx(4.8 / 3.35, rel=1e-3)
+    assert ratios["equal_min"] <= ratios["equal_max"] <= 4.8 / 3.35 + 1e-9
+    assert ratios["cap_slow"] == 104 and ratios["cap_fast"] == tk.max_batch(preset, H200, 4096)
+
+
+def test_the_articles_scenario_gives_a_larger_batch_and_a_throughput_ratio_near_three():
+    preset, scenario = claims.articles_scenario()
+    assert (preset.model, preset.precision, preset.tp) == (LLAMA31_405B, tk.FP8, 8)
+    frame = claims.curves(claims.predicted_bases(), presets=(preset,), scenarios=(scenario,))
+    ratios = claims.pair_ratios(frame)
+    assert (ratios["cap_slow"], ratios["cap_fast"]) == (31, 112)
+    assert 2.0 < ratios["at_cap"] < 4.0  # the larger batch the 141 GB holds, predicted
+    assert claims.mlperf_preset().model is LLAMA2_70B
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = fx.write_results(tmp_path_factory.mktemp("results"), devices=(fx.H100,))
+    points = timed(load_results(root))
+    roofs = DeviceRoofs(derive_ceilings(points), H100)
+    pooled, _ = fit_sweeps(points, roofs.caps)
+    return pooled, roofs
+
+
+def test_measured_attention_is_charged_for_the_context_the_model_asks_for(fitted):
+    """The fixture's decode points ran ragged lengths (mean 0.75·C); the model asks for X tokens per sequence:
+    the attention term is the fit applied to X, so it matches the synthetic truth at X (issue 14)."""
+    pooled, roofs = fitted
+    kernels = tk.FittedKernels(tuple(pooled), roofs.roof, tk.RooflineKernels(H100, tk.BF16))
+    for batch, context in ((1, 4096), (16, 4096), (32, 10_000)):
+        seconds, source = kernels.attention(batch, 32, 8, 128, context)
+        assert source.startswith("measured (attn_decode triton fit")
+        flops, nbytes = decode_attention_cost(batch, 32, 8, 128, [context] * batch)
+        truth = fx.model_time(fx.H100, flops, nbytes, "fp16", 0.93)  # the fixture's triton attention
+        assert seconds == pytest.approx(truth, rel=0.05)
+        assert seconds >= tk.RooflineKernels(H100, tk.BF16).attention(batch, 32, 8, 128, context)[0]
+
+
+def test_interpolating_measured_medians_at_the_label_context_would_beat_the_datasheet(fitted):
+    """Why the context must be the measurement's: the old estimate read the batch-64 point's median as attention
+    at context C, but that point read only ≈ 0.75·C per sequence — it comes out below the datasheet bound."""
+    pooled, _ = fitted
+    rows = next(s for s in pooled if s.kernel == "attn_decode" and s.impl == "triton").rows
+    point = rows[(rows["batch"] == 64) & (rows["heads"] == 32) & (rows["context"] == 4096)].iloc[0]
+    bound = tk.RooflineKernels(H100, tk.BF16).attention(64, 32, 8, 128, 4096)[0]
+    assert point["median_s"] < bound  # full-context bytes at 3.35 TB/s take longer than the ragged point did
+    assert mean_decode_context(64, 4096) == pytest.approx(0.75 * 4096, rel=0.01)
+
+
+def test_no_measured_estimate_beats_its_datasheet_bound(fitted):
+    pooled, roofs = fitted
+    for preset in tk.PRESETS:
+        kernels = tk.FittedKernels(tuple(pooled), roofs.roof, tk.RooflineKernels(H100, preset.precision))
+        for scenario in tk.SCENARIOS:
+            if not tk.in_window(preset, scenario):
+                continue
+            steps = tk.curve(preset, H100, scenario, kernels)
+            assert steps, (preset.label, scenario.name)
+            for step in steps:
+                assert step.step_s >= step.bound_s * (1 - 1e-9), (preset.label, scenario.name, step.batch)
+            if preset.precision is tk.BF16:
+                assert any("measured" in s for s in steps[0].sources)
+
+
+def test_terms_say_where_they_come_from(fitted):
+    pooled, roofs = fitted
+    preset = tk.Preset(LLAMA3_70B, tk.BF16, 4)
+    measured = tk.decode_step(preset, H100, 8, 4096,
+                              tk.FittedKernels(tuple(pooled), roofs.roof, tk.RooflineKernels(H100, tk.BF16)))
+    predicted = tk.decode_step(preset, H100, 8, 4096)
+    assert measured.measured and not predicted.measured
+    assert any(s.startswith("all-reduce: predicted (NVLink datasheet)") for s in measured.sources)
+    assert all("predicted" in s for s in predicted.sources)
+    assert np.isfinite(measured.step_s) and measured.step_s > predicted.step_s
