@@ -224,25 +224,26 @@ def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Pa
 
 
 def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
-    """Ratio of medians (slow / fast device) vs batch per kernel; reference ratios as lines or bands."""
-    from analysis.plots import OKABE_ITO
-
-    figure = _figure(10, 5)
-    ax = figure.add_axes((0.08, 0.12, 0.6, 0.78))
+    """Median time ratio (slow / fast device) vs batch: colour = family, line = impl (Triton solid, baseline
+    dashed), marker = dtype; reference ratios as black lines or a grey band."""
+    figure = _figure(11, 5.2)
+    ax = figure.add_axes((0.07, 0.12, 0.56, 0.78))
     table = table[table["batch"].notna()]
-    for index, (series, rows) in enumerate(table.groupby("series", sort=False)):
+    dtype_markers = dict(zip(sorted(table["dtype"].unique()), ("o", "s", "^", "D", "v")))
+    for (kernel, impl, dtype), rows in table.groupby(["kernel", "impl", "dtype"], sort=True):
         rows = rows.groupby("batch")["ratio"].median()
-        ax.plot(rows.index, rows.values, "-", marker="o", color=OKABE_ITO[index % 7], markersize=3, label=series)
+        ax.plot(rows.index, rows.values, "-" if impl == TRITON else "--", marker=dtype_markers[dtype],
+                color=family_colour(kernel), markersize=3.5, lw=1.1, label=f"{kernel} {impl} {dtype}")
     for (name, (low, high)), style in zip(references.items(), ("--", "-.", ":")):
         if high > low:
             ax.axhspan(low, high, color="grey", alpha=0.15, label=name)
         else:
-            ax.axhline(low, color="black", linestyle=style, label=name)
+            ax.axhline(low, color="black", linestyle=style, lw=1, label=f"{name}: {low:.3g}×")
     ax.axhline(1.0, color="black", linewidth=0.8)
     log_axis(ax, "x", 2)
     ax.set_xlabel("batch")
-    ax.set_ylabel("time ratio (×), > 1: faster on the second device")
+    ax.set_ylabel("time ratio (×); > 1: faster on the second device")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax)
+    _legend_outside(ax, title="kernel impl dtype (colour family, dashed baseline)")
     return save(figure, path)

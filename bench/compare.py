@@ -1,31 +1,15 @@
 """Regression gate: NEW against BASE, point by point, with a noise-aware rule (``rooflab compare``).
 
-Matching: a point is (kernel, impl, dtype, preset label, every axis value, l2, graph); rows with status
-ok and a CUDA timing are compared. Where a run holds a point twice (a directory of runs), the latest
-row wins.
+A point is (kernel, impl, dtype, label, every axis value, l2, graph); where a run holds it twice the
+latest row wins. Per point timed in both: ratio = new/base (each side × its own ceiling with
+--normalize, see :mod:`analysis.scaling`), noise = √(n_base² + n_new²) with n from :func:`spread`,
+bound = max(threshold, k·noise). Slower beyond the bound: regression; faster: improvement; a bound
+above the cap with the change inside k·noise: inconclusive (too noisy to judge). cv is the spread of
+one sample, not the median's error: what moves between runs (clocks, placement, node) is larger.
 
-Rule, per point timed in both (times are the rows' medians):
-
-    ratio = new / base                     with --normalize: each side × its own run's ceiling
-    noise = √(n_base² + n_new²)            n: the row's robust spread cv = 1.4826·MAD/median; a row
-                                           without one: (p80 − p20) / (2·0.8416·median); a row with
-                                           cv 0 (every sample one timer tick): its ci_rel, at least the
-                                           timer resolution (0.5 µs / (median × launches per sample))
-    bound = max(threshold, k · noise)      defaults 5 % and k = 3
-    k · noise > cap (default 15 %)         the point is too noisy to judge: INCONCLUSIVE, unless the
-                                           change exceeds even k · noise (then regression/improvement)
-    regression   ratio − 1 > bound         new slower
-    improvement  1/ratio − 1 > bound       new faster, by the same measure the other way round
-
-cv is the spread of one sample, not the standard error of the median (√samples smaller): the bound
-is wide on purpose, because what moves between two runs (clocks, placement, another node) is larger.
-
-The gate fails (exit 1) on a regression, on a point ok in BASE and failed in NEW, on points ok in BASE
-but missing or skipped in NEW (beyond --allow-missing N%), and on inconclusive points (unless
---allow-inconclusive). Exit 2 is bad input or an internal error, never a verdict.
-
---normalize: see :mod:`analysis.scaling` (each run scaled by its own measured ceilings; launch latency
-is never scaled, fma rows only by the CUDA-core ceiling).
+The gate fails (exit 1) on a regression, a point ok in BASE and failed in NEW, points ok in BASE but
+missing or skipped in NEW beyond --allow-missing, and inconclusive points unless
+--allow-inconclusive. Exit 2 is bad input or an internal error, never a verdict.
 """
 
 from __future__ import annotations
