@@ -10,10 +10,15 @@ fp32 arithmetic that reproduces the reference dequantizer bit for bit:
 - fp8: uint8 → bitcast to e4m3 → fp16 → fp32 (exact), then × the fp32 channel scale;
 - mxfp4: the nibble s e1 e0 m placed at fp16 bits 15 | 11–10 | 9 is the e2m1 value × 2⁻¹⁴ (e = 0
   lands on fp16 subnormals, which is exactly e2m1's subnormal), then × 2¹⁴ × 2^(E − 127), with the
-  E8M0 scale built from bits (E = 0 → fp32 subnormal 2⁻¹²⁷, 255 → NaN).
+  E8M0 scale built from bits (E = 0 → fp32 subnormal 2⁻¹²⁷, 255 → NaN);
+- nvfp4: the e2m1 value as for mxfp4, times its block's e4m3 scale decoded the same way (the byte
+  s eeee mmm placed at fp16 bits 15 | 14–10 | 9–7 is the e4m3 value × 2⁻⁸, so no sm_89 conversion is
+  needed); that product is exact, even in fp16/bf16, and the fp32 tensor scale is applied once at
+  the end, as the reference applies it last.
 
-Tiles of a grouped format (int4, mxfp4) are exactly one group wide along K, so a tile needs one
-scale per row, a plain [BLOCK_N] vector.
+Tiles of int4 and mxfp4 are exactly one group wide along K, so a tile needs one scale per row, a
+plain [BLOCK_N] vector, applied per K step (``tile_group``). nvfp4's 16-wide blocks are decoded
+with their scales inside any K tile, so it tiles K like the per-channel formats.
 """
 
 from __future__ import annotations
@@ -22,9 +27,32 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.quant_formats import QuantFormat, QuantizedWeight, check_group, dequantize, packed_bytes, quantize
-from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import autotune, describe
+from kernels import quant_formats
+from kernels.quant_formats import (
+    QuantFormat,
+    QuantizedWeight,
+    check_group,
+    dequantize,
+    dequantize_traffic,
+    e2m1_lut,
+    packed_bytes,
+    quantize,
+)
+from kernels.spaces import launch_spaces, meta
+from kernels.spec import (
+    Axis,
+    Case,
+    DeviceCaps,
+    DType,
+    Impl,
+    Inputs,
+    KernelSpec,
+    Launch,
+    TuneSpace,
+    poisoned,
+    scaled_randn,
+)
+from kernels.tuning import Limits, autotune, describe
 
 # ---------------------------------------------------------------------------------------------
 # Decode helpers (shared with kernels/qgemv.py and kernels/qgemm.py)
@@ -32,24 +60,53 @@ from kernels.tuning import autotune, describe
 
 
 @triton.jit
+def _fp16_bits_to_fp32(bits):
+    return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _e2m1_times_2_14(b):
+    """int32 bytes of packed e2m1 pairs → their values × 2⁻¹⁴ as fp16 bit patterns [.., 2·bytes]."""
+    lo = ((b & 0x7) << 9) | ((b & 0x8) << 12)
+    hi = ((b & 0x70) << 5) | ((b & 0x80) << 8)
+    return lo, hi
+
+
+@triton.jit
 def decode_tile(
     w_ptr,  # in: packed weights (uint8 view), rows of stride_wn bytes
+    s_ptr,  # in: nvfp4 block scales [K/16, N] (e4m3 bytes; other formats: unused here)
     z_ptr,  # in: int4 zero points [K/G, ⌈N/2⌉] uint8 (unused by other formats)
     offs_n,  # [BLOCK_N] output channels of the tile
     k0,  # first column of the tile (a multiple of BLOCK_K)
     N,
     K,
     stride_wn,
+    stride_sg,
     stride_zg,
     FMT: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """Raw weights of W[offs_n, k0 : k0 + BLOCK_K] in fp32: q (int8, fp8), q − z (int4), the e2m1 value
-    (mxfp4); the scale is not applied. Masked-off elements decode to a finite value."""
+    (mxfp4), the e2m1 value × its block scale (nvfp4); the row/group/tensor scale is not applied.
+    Masked-off elements decode to a finite value."""
     mask_n = offs_n < N
     rows = offs_n.to(tl.int64)[:, None] * stride_wn
-    if FMT == "int8" or FMT == "fp8":
+    if FMT == "nvfp4":
+        # K is a multiple of 16, not of BLOCK_K: mask the tail bytes and scales
+        offs_b = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        b = tl.load(w_ptr + rows + offs_b[None, :], mask=mask_n[:, None] & (offs_b < K // 2)[None, :],
+                    other=0).to(tl.int32)
+        lo, hi = _e2m1_times_2_14(b)
+        values = _fp16_bits_to_fp32(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)))
+        offs_g = k0 // 16 + tl.arange(0, BLOCK_K // 16)
+        e = tl.load(s_ptr + offs_g[None, :] * stride_sg + offs_n[:, None],
+                    mask=mask_n[:, None] & (offs_g < K // 16)[None, :], other=0).to(tl.int32)
+        block = _fp16_bits_to_fp32(((e & 0x80) << 8) | ((e & 0x7F) << 7))  # e4m3 × 2⁻⁸
+        block = tl.reshape(tl.broadcast_to(block[:, :, None], (BLOCK_N, BLOCK_K // 16, 16)), (BLOCK_N, BLOCK_K))
+        raw = values * block * 4194304.0  # 2¹⁴ · 2⁸: exact, the scales were powers of two
+    elif FMT == "int8" or FMT == "fp8":
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask = mask_n[:, None] & (offs_k < K)[None, :]
         b = tl.load(w_ptr + rows + offs_k[None, :], mask=mask, other=0)
@@ -68,25 +125,27 @@ def decode_tile(
             q = tl.reshape(tl.join(b & 0xF, b >> 4), (BLOCK_N, BLOCK_K))
             raw = (q | 0x4B000000).to(tl.float32, bitcast=True) - z[:, None]
         else:
-            lo = ((b & 0x7) << 9) | ((b & 0x8) << 12)
-            hi = ((b & 0x70) << 5) | ((b & 0x80) << 8)
-            bits = tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K)).to(tl.int16)
-            raw = bits.to(tl.float16, bitcast=True).to(tl.float32) * 16384.0
+            lo, hi = _e2m1_times_2_14(b)
+            raw = _fp16_bits_to_fp32(tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K))) * 16384.0
     return raw
 
 
 @triton.jit
 def row_scale(
     s_ptr,  # in: scales (fp16 int8/int4, fp32 fp8, uint8 E8M0 mxfp4)
+    t_ptr,  # in: nvfp4's fp32 tensor scale [1] (unused by other formats)
     group,  # group index along K (ignored by the per-channel formats)
     offs_n,
     N,
     stride_sg,
     FMT: tl.constexpr,
 ):
-    """The fp32 scale of each row offs_n for one K group (per-channel formats: the channel scale)."""
+    """The fp32 scale of each row offs_n for one K group (per-channel formats: the channel scale;
+    nvfp4: the tensor scale, its block scales being part of the decoded tile)."""
     mask_n = offs_n < N
-    if FMT == "mxfp4":
+    if FMT == "nvfp4":
+        scale = tl.load(t_ptr + 0 * offs_n)
+    elif FMT == "mxfp4":
         e = tl.load(s_ptr + group * stride_sg + offs_n, mask=mask_n, other=127).to(tl.int32)
         bits = tl.where(e == 0, 0x00400000, tl.where(e == 255, 0x7FC00000, e << 23))
         scale = bits.to(tl.float32, bitcast=True)
@@ -98,11 +157,21 @@ def row_scale(
 
 
 def kernel_args(qw: QuantizedWeight) -> tuple:
-    """(w, s, z, stride_wn, stride_sg, stride_zg) for the kernels: weights as raw uint8 bytes."""
-    zeros = qw.zeros if qw.zeros is not None else qw.scales  # a valid pointer the kernel never reads
+    """(w, s, z, t, stride_wn, stride_sg, stride_zg) for the kernels: weights (and e4m3 scales) as raw
+    uint8 bytes; z and t stand in with a valid pointer the kernel never reads when the format has none."""
+    scales = qw.scales.view(torch.uint8) if qw.scales.dtype == torch.float8_e4m3fn else qw.scales
+    zeros = qw.zeros if qw.zeros is not None else scales
+    tensor_scale = qw.tensor_scale if qw.tensor_scale is not None else scales
     stride_sg = qw.scales.stride(0) if qw.scales.dim() == 2 else 0
     stride_zg = qw.zeros.stride(0) if qw.zeros is not None else 0
-    return qw.qweight.view(torch.uint8), qw.scales, zeros, qw.qweight.view(torch.uint8).stride(0), stride_sg, stride_zg
+    weights = qw.qweight.view(torch.uint8)
+    return weights, scales, zeros, tensor_scale, weights.stride(0), stride_sg, stride_zg
+
+
+def tile_group(qw: QuantizedWeight) -> int:
+    """The kernels' QGROUP: int4/mxfp4 tile K one group at a time and scale each tile's product;
+    0 for formats whose scale applies once at the end (int8, fp8, and nvfp4's tensor scale)."""
+    return qw.group_size if qw.format in (QuantFormat.INT4, QuantFormat.MXFP4) else 0
 
 
 def block_k_for(qw_group: int | None, block_k: int) -> int:
@@ -124,34 +193,38 @@ def dequant_configs() -> list[triton.Config]:
     ]
 
 
-def prune_dequant_configs(configs, named_args, **kwargs):
-    """A grouped format's tile is one group wide: replace BLOCK_K by the group and drop duplicates."""
-    group = {**named_args, **kwargs}["QGROUP"]
+def dequant_candidates(group: int) -> tuple[triton.Config, ...]:
+    """A grouped format's tile is one group wide: BLOCK_K replaced by the group, duplicates dropped."""
     unique = {}
-    for c in configs:
+    for c in dequant_configs():
         bk = block_k_for(group, c.kwargs["BLOCK_K"])
         key = (c.kwargs["BLOCK_N"], bk, c.num_warps)
         unique.setdefault(key, triton.Config({"BLOCK_N": key[0], "BLOCK_K": bk}, num_warps=c.num_warps))
-    return list(unique.values())
+    return tuple(unique.values())
+
+
+def prune_dequant_configs(configs, named_args, **kwargs):
+    """The autotuner's pruner: an adapter over :func:`dequant_candidates`."""
+    return list(dequant_candidates({**named_args, **kwargs}["QGROUP"]))
 
 
 @autotune(dequant_configs(), key=["N", "K", "FMT", "QGROUP"], prune=prune_dequant_configs)
 @triton.jit
 def _dequant_kernel(
-    w_ptr, s_ptr, z_ptr,  # in: packed weights (uint8), scales, zero points
+    w_ptr, s_ptr, z_ptr, t_ptr,  # in: packed weights (uint8), scales, zero points, tensor scale
     out_ptr,  # out: [N, K] fp16/bf16
     N, K,
     stride_wn, stride_sg, stride_zg, stride_on,
     FMT: tl.constexpr,
-    QGROUP: tl.constexpr,  # quantization group along K (0 for per-channel formats)
+    QGROUP: tl.constexpr,  # K tile = this group (int4, mxfp4); 0: scale once per row (tile_group)
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     """out[n, k] = raw(n, k) · scale(n, k // G) rounded once to out's dtype; a [BLOCK_N, BLOCK_K] tile per program."""
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     k0 = tl.program_id(1) * BLOCK_K
-    raw = decode_tile(w_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_zg, FMT, BLOCK_N, BLOCK_K)
-    scale = row_scale(s_ptr, k0 // BLOCK_K, offs_n, N, stride_sg, FMT)
+    raw = decode_tile(w_ptr, s_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_sg, stride_zg, FMT, BLOCK_N, BLOCK_K)
+    scale = row_scale(s_ptr, t_ptr, k0 // BLOCK_K, offs_n, N, stride_sg, FMT)
     offs_k = k0 + tl.arange(0, BLOCK_K)
     mask = (offs_n < N)[:, None] & (offs_k < K)[None, :]
     out = out_ptr + offs_n.to(tl.int64)[:, None] * stride_on + offs_k[None, :]
@@ -170,10 +243,10 @@ def dequant(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, out: torch.
                          f"got {out.dtype} {tuple(out.shape)} stride {out.stride()}")
     if out.device != qw.device:
         raise ValueError(f"out is on {out.device}, the weight on {qw.device}")
-    w, s, z, stride_wn, stride_sg, stride_zg = kernel_args(qw)
+    w, s, z, t, stride_wn, stride_sg, stride_zg = kernel_args(qw)
     grid = lambda meta: (triton.cdiv(qw.n, meta["BLOCK_N"]), triton.cdiv(qw.k, meta["BLOCK_K"]))
-    _dequant_kernel[grid](w, s, z, out, qw.n, qw.k, stride_wn, stride_sg, stride_zg, out.stride(0),
-                          FMT=qw.format.value, QGROUP=qw.group_size or 0)
+    _dequant_kernel[grid](w, s, z, t, out, qw.n, qw.k, stride_wn, stride_sg, stride_zg, out.stride(0),
+                          FMT=qw.format.value, QGROUP=tile_group(qw))
     return out
 
 
@@ -182,22 +255,22 @@ def dequant(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, out: torch.
 # ---------------------------------------------------------------------------------------------
 
 FORMAT_AXIS = Axis("format", str, "int4", "weight format", choices=tuple(f.value for f in QuantFormat))
-GROUP_AXIS = Axis("group_size", int, 128, "int4 group along K (mxfp4: 32; int8/fp8: the default only)",
-                  choices=(32, 64, 128))
+GROUP_AXIS = Axis("group_size", int, 128, "int4 group along K (mxfp4: 32; nvfp4: 16; int8/fp8: the default only)",
+                  choices=(16, 32, 64, 128, 256))
 N_AXIS = Axis("N", int, 4096, "output features (rows of W)", minimum=1)
 K_AXIS = Axis("K", int, 4096, "input features (columns of W)", minimum=1)
 QUANT_DTYPES = (DType.FP16, DType.BF16)
 
 
 def group_of(case: Case) -> int | None:
-    """The group a case's format uses: int4 the axis value, mxfp4 32, per-channel formats None."""
+    """The group a case's format uses: int4 the axis value, mxfp4 32, nvfp4 16, per-channel formats None."""
     fmt = QuantFormat(case["format"])
     return case["group_size"] if fmt.grouped else None
 
 
 def quant_skip(case: Case, caps: DeviceCaps) -> str | None:
     """group_size/format/K combinations the layouts cannot take (one convention: per-channel formats
-    take only the default group_size, mxfp4 only its block of 32)."""
+    take only the default group_size, mxfp4 only its block of 32, nvfp4 of 16)."""
     fmt = QuantFormat(case["format"])
     if not fmt.grouped and case["group_size"] != GROUP_AXIS.default:
         return f"{fmt.value} is per-channel: group_size does not apply (only the default {GROUP_AXIS.default} runs)"
@@ -220,14 +293,35 @@ def quantized_weight(case: Case, device: torch.device, gen: torch.Generator) -> 
     return quantize(weight, case["format"], group_of(case))
 
 
+def _grouped_shape(case: Case) -> tuple[int, int, int | None]:
+    """(N, K, group) a byte count uses: a case the skip rule rejects (the sweep still records its bytes)
+    counts its format's own group and K rounded up to it."""
+    fmt = QuantFormat(case["format"])
+    if not fmt.grouped:
+        return case["N"], case["K"], None
+    group = case["group_size"] if case["group_size"] in fmt.group_sizes else fmt.default_group
+    return case["N"], triton.cdiv(case["K"], group) * group, group
+
+
+def torch_dequant_bytes(case: Case) -> int:
+    """What the reference dequantizer (the torch baselines' first step) moves, from
+    :func:`kernels.quant_formats.dequantize_traffic`: ≈ 13 B per weight for int8/fp8, ≈ 41–49 for the
+    4-bit formats (fp32 temporaries), against ≤ 1 B packed."""
+    n, k, group = _grouped_shape(case)
+    return dequantize_traffic(case["format"], n, k, group)
+
+
+def prepare_dequantize(qw: QuantizedWeight) -> None:
+    """Build the reference dequantizer's constants (the e2m1 table) before a timed run uses them."""
+    if qw.format in (QuantFormat.MXFP4, QuantFormat.NVFP4):
+        e2m1_lut(qw.device)
+
+
 def weight_bytes(case: Case) -> int:
     """Packed bytes of the case's weight; a case the skip rule rejects (the sweep still records its
     bytes) counts its format's own group and K rounded up to it."""
-    fmt = QuantFormat(case["format"])
-    if not fmt.grouped:
-        return packed_bytes(fmt, case["N"], case["K"])
-    group = case["group_size"] if case["group_size"] in fmt.group_sizes else fmt.group_sizes[-1]
-    return packed_bytes(fmt, case["N"], triton.cdiv(case["K"], group) * group, group)
+    n, k, group = _grouped_shape(case)
+    return packed_bytes(case["format"], n, k, group)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +336,19 @@ def _dequant_inputs(case: Case, device: torch.device, gen: torch.Generator) -> I
     }
 
 
+def meta_weight(case: Case) -> QuantizedWeight:
+    """The case's quantized weight as ``meta`` tensors: its layout, no memory (for kernels.spaces)."""
+    fmt, group = QuantFormat(case["format"]), group_of(case)
+    layout = quant_formats._layout(fmt, case["N"], case["K"], group)  # the tensors a weight of this shape holds
+    tensors = {name: meta(shape, dtype) for name, (shape, dtype) in layout.items()}
+    return QuantizedWeight(fmt, group, case["N"], case["K"], **tensors)
+
+
+def _dequant_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    qw = meta_weight(case)
+    return launch_spaces(lambda: dequant(qw, case.dtype.torch), {"dequant": _dequant_kernel}, limits)
+
+
 def _build_triton(inputs: Inputs, case: Case) -> Launch:
     qw, out = inputs["weight"], inputs["out"]
     return Launch(run=lambda: dequant(qw, out.dtype, out), config=lambda: describe(_dequant_kernel.best_config))
@@ -249,7 +356,14 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
 
 def _build_torch(inputs: Inputs, case: Case) -> Launch:
     qw, out = inputs["weight"], inputs["out"]
+    prepare_dequantize(qw)
     return Launch(run=lambda: out.copy_(dequantize(qw)), config=lambda: "reference dequantize (fp32 torch ops)")
+
+
+def _torch_bytes(case: Case) -> int:
+    """The reference dequantizer's traffic, then copy_ reads its fp32 result and writes the dtype."""
+    elements = case["N"] * _grouped_shape(case)[1]
+    return torch_dequant_bytes(case) + elements * (4 + case.dtype.itemsize)
 
 
 DEQUANT = KernelSpec(
@@ -259,8 +373,9 @@ DEQUANT = KernelSpec(
     dtypes=QUANT_DTYPES,
     impls=(
         Impl("triton", _build_triton, "Triton, one group-wide (or config-wide) tile per program",
-             skip=triton_fp8_skip),
-        Impl("torch", _build_torch, "the reference dequantizer (fp32 torch ops) and a copy to the dtype"),
+             skip=triton_fp8_skip, candidates=_dequant_candidates),
+        Impl("torch", _build_torch, "the reference dequantizer (fp32 torch ops) and a copy to the dtype",
+             bytes=_torch_bytes),
     ),
     make_inputs=_dequant_inputs,
     reference=lambda inputs, case: dequantize(inputs["weight"]),

@@ -20,17 +20,37 @@ from kernels.dequant import (
     N_AXIS,
     QUANT_DTYPES,
     decode_tile,
+    prepare_dequantize,
     row_scale,
+    tile_group,
+    torch_dequant_bytes,
     block_k_for,
     kernel_args,
+    meta_weight,
     quant_skip,
     quantized_weight,
     triton_fp8_skip,
     weight_bytes,
 )
 from kernels.quant_formats import QuantizedWeight, dequantize
-from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import autotune, describe
+from kernels.spaces import launch_spaces, meta
+from kernels.spec import (
+    Axis,
+    Case,
+    DeviceCaps,
+    DType,
+    Impl,
+    Inputs,
+    KernelSpec,
+    Launch,
+    TuneSpace,
+    poisoned,
+    scaled_randn,
+)
+from kernels.tuning import Limits, autotune, describe
+
+
+MAX_ACC_PER_THREAD = 64  # see qgemm_candidates
 
 
 def qgemm_configs() -> list[triton.Config]:
@@ -42,30 +62,39 @@ def qgemm_configs() -> list[triton.Config]:
             for bm, bn, bk, w, s in shapes]
 
 
-def prune_qgemm_configs(configs, named_args, **kwargs):
-    """Row blocks no taller than M needs (≥ 16 for tl.dot); grouped formats use group-wide K tiles."""
-    args = {**named_args, **kwargs}
-    m_cap = max(16, triton.next_power_of_2(args["M"]))
+def qgemm_candidates(M: int, group: int) -> tuple[triton.Config, ...]:
+    """Row blocks no taller than M needs (≥ 16 for tl.dot); grouped formats use group-wide K tiles;
+    at most MAX_ACC_PER_THREAD fp32 accumulators per thread, since the dequantised W tile is held in
+    registers beside them (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a)."""
+    configs = qgemm_configs()
+    m_cap = max(16, triton.next_power_of_2(M))
     unique = {}
     for c in configs:
-        if c.kwargs["BLOCK_M"] > m_cap:
+        acc_per_thread = c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] // (32 * c.num_warps)
+        if c.kwargs["BLOCK_M"] > m_cap or acc_per_thread > MAX_ACC_PER_THREAD:
             continue
-        meta = {**c.kwargs, "BLOCK_K": block_k_for(args["QGROUP"], c.kwargs["BLOCK_K"])}
-        key = (tuple(sorted(meta.items())), c.num_warps, c.num_stages)
-        unique.setdefault(key, triton.Config(meta, num_warps=c.num_warps, num_stages=c.num_stages))
-    return list(unique.values()) or configs[:1]
+        kwargs = {**c.kwargs, "BLOCK_K": block_k_for(group, c.kwargs["BLOCK_K"])}
+        key = (tuple(sorted(kwargs.items())), c.num_warps, c.num_stages)
+        unique.setdefault(key, triton.Config(kwargs, num_warps=c.num_warps, num_stages=c.num_stages))
+    return tuple(unique.values()) or tuple(configs[:1])
+
+
+def prune_qgemm_configs(configs, named_args, **kwargs):
+    """The autotuner's pruner: an adapter over :func:`qgemm_candidates`."""
+    args = {**named_args, **kwargs}
+    return list(qgemm_candidates(args["M"], args["QGROUP"]))
 
 
 @autotune(qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemm_configs)
 @triton.jit
 def _qgemm_kernel(
     x_ptr,  # in:  [M, K] fp16/bf16
-    w_ptr, s_ptr, z_ptr,  # in: packed W (uint8), scales, zero points
+    w_ptr, s_ptr, z_ptr, t_ptr,  # in: packed W (uint8), scales, zero points, tensor scale
     out_ptr,  # out: [M, N], x's dtype
     M, N, K,
     stride_xm, stride_wn, stride_sg, stride_zg, stride_om,
     FMT: tl.constexpr,
-    QGROUP: tl.constexpr,  # quantization group along K (0 for per-channel formats)
+    QGROUP: tl.constexpr,  # K tile = this group, scaled per tile (int4, mxfp4); 0: scaled once (tile_group)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -89,14 +118,15 @@ def _qgemm_kernel(
         k0 = step * BLOCK_K
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_rows + offs_k[None, :], mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
-        raw = decode_tile(w_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_zg, FMT, BLOCK_N, BLOCK_K)
+        raw = decode_tile(w_ptr, s_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_sg, stride_zg, FMT, BLOCK_N,
+                          BLOCK_K)
         part = tl.dot(x, tl.trans(raw.to(x_ptr.dtype.element_ty)))
         if QGROUP > 0:
-            acc += part * row_scale(s_ptr, step, offs_n, N, stride_sg, FMT)[None, :]
+            acc += part * row_scale(s_ptr, t_ptr, step, offs_n, N, stride_sg, FMT)[None, :]
         else:
             acc += part
     if QGROUP == 0:
-        acc *= row_scale(s_ptr, 0, offs_n, N, stride_sg, FMT)[None, :]
+        acc *= row_scale(s_ptr, t_ptr, 0, offs_n, N, stride_sg, FMT)[None, :]
     out = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
 
@@ -123,10 +153,10 @@ def qgemm(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None)
     m = x.shape[0]
     if m == 0:
         return out
-    w, s, z, stride_wn, stride_sg, stride_zg = kernel_args(qw)
+    w, s, z, t, stride_wn, stride_sg, stride_zg = kernel_args(qw)
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(qw.n, meta["BLOCK_N"]),)
-    _qgemm_kernel[grid](x, w, s, z, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg,
-                        out.stride(0), FMT=qw.format.value, QGROUP=qw.group_size or 0)
+    _qgemm_kernel[grid](x, w, s, z, t, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg,
+                        out.stride(0), FMT=qw.format.value, QGROUP=tile_group(qw))
     return out
 
 
@@ -168,8 +198,17 @@ def _build_dense(inputs: Inputs, case: Case) -> Launch:
     return Launch(run=lambda: torch.matmul(x, dense.t(), out=out), config=lambda: "torch.matmul, dense weight")
 
 
+def dequant_matmul_bytes(case: Case) -> int:
+    """The ``torch_dequant`` baseline's traffic: the reference dequantizer's (fp32 temporaries,
+    :func:`kernels.dequant.torch_dequant_bytes`), .to(dtype) reading fp32 and writing the dtype, and
+    the matmul reading x, that dense weight and writing y."""
+    act, weights = case.dtype.itemsize, case["N"] * case["K"]
+    return torch_dequant_bytes(case) + weights * (4 + act) + dense_bytes(case)
+
+
 def _build_torch_dequant(inputs: Inputs, case: Case) -> Launch:
     x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
+    prepare_dequantize(qw)  # constants built here, not inside the timed run
     return Launch(run=lambda: torch.matmul(x, dequantize(qw).to(x.dtype).t(), out=out),
                   config=lambda: "reference dequantize + torch.matmul")
 
@@ -186,7 +225,8 @@ def _triton_skip(case: Case, caps: DeviceCaps) -> str | None:
 
 BASELINES = (
     Impl("torch", _build_dense, "cuBLAS fp16/bf16 torch.matmul on a dense copy of the weight", bytes=dense_bytes),
-    Impl("torch_dequant", _build_torch_dequant, "reference dequantize (torch ops) then torch.matmul, both timed"),
+    Impl("torch_dequant", _build_torch_dequant, "reference dequantize (torch ops) then torch.matmul, both timed",
+         bytes=dequant_matmul_bytes),
 )
 LINEAR_AXES = (FORMAT_AXIS, GROUP_AXIS)
 # W·x error: one rounding of y plus (baselines) one of each weight to the dtype, over O(1) sums
@@ -198,12 +238,18 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
     return Launch(run=lambda: qgemm(x, qw, out), config=lambda: describe(_qgemm_kernel.best_config))
 
 
+def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
+    return launch_spaces(lambda: qgemm(x, qw), {"qgemm": _qgemm_kernel}, limits)
+
+
 QGEMM = KernelSpec(
     name="qgemm",
-    summary="y = x·Wᵀ, W quantized (int8/int4/fp8/mxfp4), dequantised in registers, tl.dot, any M",
+    summary="y = x·Wᵀ, W quantized (int8/int4/fp8/mxfp4/nvfp4), dequantised in registers, tl.dot, any M",
     axes=LINEAR_AXES + (Axis("M", int, 16, "batch (rows of x)", minimum=1), N_AXIS, K_AXIS),
     dtypes=QUANT_DTYPES,
-    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights", skip=_triton_skip),)
+    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights", skip=_triton_skip,
+                candidates=_candidates),)
     + BASELINES,
     make_inputs=linear_inputs,
     reference=lambda inputs, case: qlinear_reference(inputs["x"], inputs["weight"]),

@@ -8,8 +8,9 @@ The inner product depends on M:
 
 - M = 1: each lane keeps fp32 partial products of its [BLOCK_N, BLOCK_K] slice and reduces once
   after the loop (no shuffles inside it);
-- M = 2 … 15: a [BLOCK_M, BLOCK_N, BLOCK_K] broadcast-multiply reduced over K each step;
-- M = 16 … 64: tl.dot on the raw tile (exact in fp16/bf16), as qgemm does.
+- M = 2 … 64: tl.dot on the raw tile (exact in fp16/bf16), as qgemm does, x padded to ≥ 16 rows.
+  The tensor cores idle at these batches anyway; a CUDA-core broadcast product [M, BLOCK_N,
+  BLOCK_K] needed so many registers that only tiles too small for 16-byte weight loads fit.
 
 With SPLIT_K > 1 each program writes an fp32 partial and bumps a per-column-block counter; the last
 split to finish sums the partials and writes y. One launch, no memset: the counter resets itself.
@@ -29,8 +30,10 @@ from kernels.dequant import (
     QUANT_DTYPES,
     decode_tile,
     row_scale,
+    tile_group,
     block_k_for,
     kernel_args,
+    meta_weight,
     quant_skip,
     triton_fp8_skip,
 )
@@ -45,12 +48,14 @@ from kernels.qgemm import (
     qlinear_reference,
 )
 from kernels.quant_formats import QuantizedWeight
-from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch
-from kernels.tuning import autotune, describe, interpreting, sm_count
+from kernels.spaces import launch_spaces, meta
+from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch, TuneSpace
+from kernels.tuning import Limits, autotune, describe, device_limits
 
 MAX_M = 64
 SPLIT_MAX = 8
 MIN_BLOCK_N = 16  # tl.dot's minimum; also sizes the split-K counters
+MIN_BLOCK_M_DOT = 16  # x rows are padded to this for tl.dot (M ≥ 2)
 INTERPRETER_SMS = 4  # small, so the interpreter's small test shapes still split K
 
 
@@ -83,49 +88,57 @@ def split_for(n: int, k: int, block_n: int, block_k: int, sms: int) -> int:
     return split
 
 
-def prune_qgemv_configs(configs, named_args, **kwargs):
-    """Group-wide K tiles for grouped formats, register budgets per M path, a split-K per config."""
-    args = {**named_args, **kwargs}
-    n, k, group, block_m = args["N"], args["K"], args["QGROUP"], args["BLOCK_M"]
-    x = args["x_ptr"]
-    sms = INTERPRETER_SMS if interpreting() or x.device.type != "cuda" else sm_count(x.device.index)
-    unique = {}
-    for c in configs:
+def qgemv_candidates(block_m: int, n: int, k: int, group: int, fmt: str,
+                     limits: Limits) -> tuple[triton.Config, ...]:
+    """Group-wide K tiles for grouped formats, a register budget per M path, a split-K per config,
+    and weight tiles of ≥ 16 bytes per thread, so every thread streams W in 16-byte loads (tiles
+    with less compiled to 8-, 4- or 1-byte loads on sm_90a); when no tile in the budget is that
+    large (small groups), the ones with the most bytes per thread."""
+    sms = INTERPRETER_SMS if limits.interpret else limits.sm_count
+    bits = 8 if fmt in ("int8", "fp8") else 4  # the 4-bit formats pack two codes per byte
+    kept = {}
+    for c in qgemv_configs():
         bn, bk, warps = c.kwargs["BLOCK_N"], block_k_for(group, c.kwargs["BLOCK_K"]), c.num_warps
         if not group and bk > max(256, triton.next_power_of_2(k)):
             continue  # mostly masked lanes
         threads = 32 * warps
         if block_m == 1:
             live = 2 * bn * bk / threads  # the fp32 lanes and the decoded tile
-        elif block_m < 16:
-            live = 2 * block_m * bn * bk / threads  # the broadcast product before its reduction
         else:
             live = (bn * bk + block_m * bn) / threads  # the decoded tile and the accumulator
         if live > 128:
             continue  # fp32 values per thread: beyond this they spill
-        meta = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, bn, bk, sms)}
-        key = (bn, bk, warps)
-        unique.setdefault(key, triton.Config(meta, num_warps=warps, num_stages=c.num_stages))
-    if not unique:  # e.g. M = 8 with 128-wide groups: the smallest tile, most warps
+        tile = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, bn, bk, sms)}
+        per_thread = min(16, bn * bk * bits // 8 // threads)  # W bytes a thread loads per step (16: enough)
+        kept.setdefault((bn, bk, warps), (per_thread, triton.Config(tile, num_warps=warps, num_stages=c.num_stages)))
+    if not kept:  # nothing in the budget: the smallest tile, most warps
         bk = block_k_for(group, 128)
-        meta = {"BLOCK_N": MIN_BLOCK_N, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, MIN_BLOCK_N, bk, sms)}
-        unique[0] = triton.Config(meta, num_warps=8, num_stages=2)
-    return list(unique.values())
+        tile = {"BLOCK_N": MIN_BLOCK_N, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, MIN_BLOCK_N, bk, sms)}
+        return (triton.Config(tile, num_warps=8, num_stages=2),)
+    widest = max(per_thread for per_thread, _ in kept.values())
+    return tuple(config for per_thread, config in kept.values() if per_thread == widest)
+
+
+def prune_qgemv_configs(configs, named_args, **kwargs):
+    """The autotuner's pruner: an adapter over :func:`qgemv_candidates` on x's device."""
+    args = {**named_args, **kwargs}
+    return list(qgemv_candidates(args["BLOCK_M"], args["N"], args["K"], args["QGROUP"], args["FMT"],
+                                 device_limits(args["x_ptr"].device)))
 
 
 @autotune(qgemv_configs(), key=["BLOCK_M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemv_configs)
 @triton.jit
 def _qgemv_kernel(
     x_ptr,  # in:  [M, K] fp16/bf16
-    w_ptr, s_ptr, z_ptr,  # in: packed W (uint8), scales, zero points
+    w_ptr, s_ptr, z_ptr, t_ptr,  # in: packed W (uint8), scales, zero points, tensor scale
     out_ptr,  # out: [M, N] contiguous, x's dtype
     part_ptr,  # scratch: [SPLIT_K, M, N] fp32 partials (SPLIT_K > 1)
     count_ptr,  # scratch: [⌈N / BLOCK_N⌉] int32 finished-split counters, zero between calls
     M, N, K,
     stride_xm, stride_wn, stride_sg, stride_zg, stride_om,
     FMT: tl.constexpr,
-    QGROUP: tl.constexpr,  # quantization group along K (0 for per-channel formats)
-    BLOCK_M: tl.constexpr,  # next power of two ≥ M
+    QGROUP: tl.constexpr,  # K tile = this group, scaled per tile (int4, mxfp4); 0: scaled once (tile_group)
+    BLOCK_M: tl.constexpr,  # 1, or M padded to a power of two ≥ 16 (tl.dot)
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
@@ -149,25 +162,23 @@ def _qgemv_kernel(
         k0 = step * BLOCK_K
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_rows + offs_k[None, :], mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
-        raw = decode_tile(w_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_zg, FMT, BLOCK_N, BLOCK_K)
-        if BLOCK_M >= 16:
+        raw = decode_tile(w_ptr, s_ptr, z_ptr, offs_n, k0, N, K, stride_wn, stride_sg, stride_zg, FMT, BLOCK_N,
+                          BLOCK_K)
+        if BLOCK_M > 1:
             part = tl.dot(x, tl.trans(raw.to(x_ptr.dtype.element_ty)))
             if QGROUP > 0:
-                acc += part * row_scale(s_ptr, step, offs_n, N, stride_sg, FMT)[None, :]
+                acc += part * row_scale(s_ptr, t_ptr, step, offs_n, N, stride_sg, FMT)[None, :]
             else:
                 acc += part
         else:
             w = raw
             if QGROUP > 0:
-                w = raw * row_scale(s_ptr, step, offs_n, N, stride_sg, FMT)[:, None]
-            if BLOCK_M == 1:
-                lanes += w * x.to(tl.float32)
-            else:
-                acc += tl.sum(x.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+                w = raw * row_scale(s_ptr, t_ptr, step, offs_n, N, stride_sg, FMT)[:, None]
+            lanes += w * x.to(tl.float32)
     if BLOCK_M == 1:
         acc = tl.sum(lanes, axis=1)[None, :]
     if QGROUP == 0:
-        acc *= row_scale(s_ptr, 0, offs_n, N, stride_sg, FMT)[None, :]
+        acc *= row_scale(s_ptr, t_ptr, 0, offs_n, N, stride_sg, FMT)[None, :]
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     if SPLIT_K == 1:
@@ -216,14 +227,14 @@ def qgemv(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
         raise ValueError(f"qgemv takes M ≤ {MAX_M} (decode batches), got M={m}; use qgemm")
     if m == 0:
         return out
-    block_m = triton.next_power_of_2(m)
-    w, s, z, stride_wn, stride_sg, stride_zg = kernel_args(qw)
-    group = qw.group_size or 0
+    block_m = 1 if m == 1 else max(MIN_BLOCK_M_DOT, triton.next_power_of_2(m))
+    w, s, z, t, stride_wn, stride_sg, stride_zg = kernel_args(qw)
+    group = tile_group(qw)
     split = config.split_k if config else SPLIT_MAX
     if not 1 <= split <= SPLIT_MAX:
         raise ValueError(f"split_k must be 1 … {SPLIT_MAX}, got {split}")
     part, count = _scratch(x.device, split * m * qw.n, triton.cdiv(qw.n, MIN_BLOCK_N))
-    args = (x, w, s, z, out, part, count, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg, out.stride(0))
+    args = (x, w, s, z, t, out, part, count, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg, out.stride(0))
     grid = lambda meta: (triton.cdiv(qw.n, meta["BLOCK_N"]), meta["SPLIT_K"])
     if config is None:
         _qgemv_kernel[grid](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m)
@@ -243,12 +254,19 @@ def qgemv(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
 
 def _build_triton(inputs: Inputs, case: Case) -> Launch:
     x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
-    return Launch(run=lambda: qgemv(x, qw, out), config=lambda: describe(_qgemv_kernel.best_config))
+    partials, _ = _scratch(x.device, SPLIT_MAX * x.shape[0] * qw.n, triton.cdiv(qw.n, MIN_BLOCK_N))  # as qgemv sizes it
+    return Launch(run=lambda: qgemv(x, qw, out), config=lambda: describe(_qgemv_kernel.best_config),
+                  scratch=(partials,))
+
+
+def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
+    return launch_spaces(lambda: qgemv(x, qw), {"qgemv": _qgemv_kernel}, limits)
 
 
 def _triton_skip(case: Case, caps: DeviceCaps) -> str | None:
-    """fp8 needs sm_89+; bf16 only reaches tl.dot (broken under the interpreter) from M = 16."""
-    dot = interpreter_bf16_dot_skip(case, caps) if case["M"] >= 16 else None
+    """fp8 needs sm_89+; bf16 reaches tl.dot (broken under the interpreter) from M = 2."""
+    dot = interpreter_bf16_dot_skip(case, caps) if case["M"] >= 2 else None
     return triton_fp8_skip(case, caps) or dot
 
 
@@ -264,7 +282,7 @@ QGEMV = KernelSpec(
     axes=LINEAR_AXES + (Axis("M", int, 1, "batch (rows of x), 1 … 64", minimum=1), N_AXIS, K_AXIS),
     dtypes=QUANT_DTYPES,
     impls=(Impl("triton", _build_triton, "Triton split-K GEMV, 16-byte weight loads, fp32 lanes",
-                skip=_triton_skip),) + BASELINES,
+                skip=_triton_skip, candidates=_candidates),) + BASELINES,
     make_inputs=linear_inputs,
     reference=lambda inputs, case: qlinear_reference(inputs["x"], inputs["weight"]),
     flops=lambda case: 2 * case["M"] * case["N"] * case["K"],

@@ -10,7 +10,7 @@ exactly the tensors listed, and :func:`packed_bytes` counts exactly those bytes 
     scales   fp16  [N]           W[n, k] ≈ q[n, k] · scales[n]
     bytes    N·K + 2·N
 
-``int4``  asymmetric, one scale and zero point per group of G ∈ {32, 64, 128} consecutive k
+``int4``  asymmetric, one scale and zero point per group of G ∈ {32, 64, 128, 256} consecutive k
     qweight  uint8 [N, K/2]      byte j of row n: low nibble = code of k = 2j (the even k),
                                  high nibble = code of k = 2j + 1; codes 0 … 15
     scales   fp16  [K/G, N]      group-major, so one group's scales for a run of n are contiguous
@@ -31,8 +31,18 @@ exactly the tensors listed, and :func:`packed_bytes` counts exactly those bytes 
     scales   uint8 [K/32, N]     E8M0 biased exponents: scale = 2^(e − 127); 255 = NaN (never produced)
     bytes    N·K/2 + N·K/32
 
-K must be a multiple of the group for int4 and of 32 for mxfp4: the quantizer rejects other K with
-a one-line ValueError (no padding, so no stored byte is a pad along K). int8 and fp8 take any K.
+``nvfp4`` NVIDIA's NVFP4 (Blackwell's native format, dequantised on Hopper): e2m1 elements, one e4m3
+          scale per block of 16 consecutive k, one fp32 scale for the whole tensor
+    qweight  uint8 [N, K/2]      nibbles as in mxfp4
+    scales   float8_e4m3fn [K/16, N]  block scales, never negative, never NaN (0x7F/0xFF)
+    tensor_scale  fp32 [1]       W[n, k] ≈ (e2m1(q[n, k]) · scales[k/16, n]) · tensor_scale; the
+                                 product in brackets is exact (≤ 6 significant bits), so it is exact
+                                 in fp16/bf16 too and kernels apply tensor_scale once at the end
+    bytes    N·K/2 + N·K/16 + 4
+
+K must be a multiple of the group for int4, of 32 for mxfp4 and of 16 for nvfp4: the quantizer rejects
+other K with a one-line ValueError (no padding, so no stored byte is a pad along K). int8 and fp8 take
+any K.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from enum import Enum
 import torch
 
 MX_BLOCK = 32  # OCP MX: one shared scale per 32 elements
+NVFP4_BLOCK = 16  # NVFP4: one e4m3 scale per 16 elements
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
 E8M0_BIAS = 127
@@ -56,11 +67,20 @@ class QuantFormat(str, Enum):
     INT4 = "int4"
     FP8 = "fp8"
     MXFP4 = "mxfp4"
+    NVFP4 = "nvfp4"
 
     @property
     def group_sizes(self) -> tuple[int, ...]:
         """The group sizes this format takes; () for the per-channel formats."""
-        return {QuantFormat.INT4: (32, 64, 128), QuantFormat.MXFP4: (MX_BLOCK,)}.get(self, ())
+        return {QuantFormat.INT4: (32, 64, 128, 256), QuantFormat.MXFP4: (MX_BLOCK,),
+                QuantFormat.NVFP4: (NVFP4_BLOCK,)}.get(self, ())
+
+    @property
+    def default_group(self) -> int | None:
+        """The group a grouped format uses when none is given (int4: 128)."""
+        if not self.grouped:
+            return None
+        return 128 if self is QuantFormat.INT4 else self.group_sizes[0]
 
     @property
     def grouped(self) -> bool:
@@ -81,7 +101,7 @@ def check_group(fmt: QuantFormat | str, k: int, group_size: int | None) -> int |
         if group_size is not None:
             raise ValueError(f"{fmt.value} is per-channel and takes no group_size")
         return None
-    group = fmt.group_sizes[-1] if group_size is None else group_size
+    group = fmt.default_group if group_size is None else group_size
     if group not in fmt.group_sizes:
         raise ValueError(f"{fmt.value} takes group_size {', '.join(map(str, fmt.group_sizes))}, got {group}")
     if k % group:
@@ -100,6 +120,8 @@ def packed_bytes(fmt: QuantFormat | str, n: int, k: int, group_size: int | None 
     groups = k // group
     if fmt is QuantFormat.INT4:
         return n * k // 2 + 2 * n * groups + groups * ((n + 1) // 2)
+    if fmt is QuantFormat.NVFP4:
+        return n * k // 2 + n * groups + 4
     return n * k // 2 + n * groups
 
 
@@ -114,6 +136,7 @@ class QuantizedWeight:
     qweight: torch.Tensor
     scales: torch.Tensor
     zeros: torch.Tensor | None = None
+    tensor_scale: torch.Tensor | None = None  # nvfp4's fp32 [1]
 
     def __post_init__(self):
         expected = _layout(self.format, self.n, self.k, self.group_size)
@@ -124,10 +147,12 @@ class QuantizedWeight:
                 raise ValueError(f"{self.format.value} {name} must be contiguous {shape} {dtype}, got {got}")
         if "zeros" not in expected and self.zeros is not None:
             raise ValueError(f"{self.format.value} stores no zero points")
+        if "tensor_scale" not in expected and self.tensor_scale is not None:
+            raise ValueError(f"{self.format.value} stores no tensor scale")
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return tuple(t for t in (self.qweight, self.scales, self.zeros) if t is not None)
+        return tuple(t for t in (self.qweight, self.scales, self.zeros, self.tensor_scale) if t is not None)
 
     @property
     def nbytes(self) -> int:
@@ -147,6 +172,9 @@ def _layout(fmt: QuantFormat, n: int, k: int, group_size: int | None) -> dict:
     if fmt is QuantFormat.INT4:
         return {"qweight": ((n, k // 2), torch.uint8), "scales": ((k // group, n), torch.float16),
                 "zeros": ((k // group, (n + 1) // 2), torch.uint8)}
+    if fmt is QuantFormat.NVFP4:
+        return {"qweight": ((n, k // 2), torch.uint8), "scales": ((k // group, n), torch.float8_e4m3fn),
+                "tensor_scale": ((1,), torch.float32)}
     return {"qweight": ((n, k // 2), torch.uint8), "scales": ((k // MX_BLOCK, n), torch.uint8)}
 
 
@@ -169,11 +197,23 @@ def unpack_nibbles(packed: torch.Tensor, length: int | None = None) -> torch.Ten
     return codes if length is None else codes[..., :length]
 
 
+_E2M1_LUTS: dict[torch.device, torch.Tensor] = {}
+
+
+def e2m1_lut(device: torch.device | str) -> torch.Tensor:
+    """The 16 e2m1 values as float32 on ``device``, built once per device: building it per call would put a
+    blocking host→device copy inside every timed dequantize (and keep it out of a CUDA graph)."""
+    device = torch.device(device)
+    lut = _E2M1_LUTS.get(device)
+    if lut is None:
+        grid = torch.tensor(E2M1_GRID, dtype=torch.float32)
+        lut = _E2M1_LUTS[device] = torch.cat((grid, -grid)).to(device)
+    return lut
+
+
 def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
     """e2m1 codes 0 … 15 → float32 values (−0.0 for code 8)."""
-    grid = torch.tensor(E2M1_GRID, dtype=torch.float32, device=codes.device)
-    lut = torch.cat((grid, -grid))
-    return lut[codes.long()]
+    return e2m1_lut(codes.device)[codes.long()]
 
 
 def e2m1_encode(values: torch.Tensor) -> torch.Tensor:
@@ -204,8 +244,8 @@ def e8m0_decode(exponents: torch.Tensor) -> torch.Tensor:
 def quantize(weight: torch.Tensor, fmt: QuantFormat | str, group_size: int | None = None) -> QuantizedWeight:
     """Quantize a finite [N, K] weight; the error per element is at most half a step of its grid.
 
-    ``group_size`` is for int4 (32, 64 or 128; default 128) and mxfp4 (32 only, the default);
-    int8 and fp8 are per-channel and take none.
+    ``group_size`` is for int4 (32, 64, 128 or 256; default 128), mxfp4 (32 only, the default) and
+    nvfp4 (16 only, the default); int8 and fp8 are per-channel and take none.
     """
     fmt = QuantFormat.parse(fmt)
     if weight.dim() != 2:
@@ -237,6 +277,8 @@ def quantize(weight: torch.Tensor, fmt: QuantFormat | str, group_size: int | Non
         q = (torch.round(blocks / s[..., None]) + zero[..., None]).clamp(0, 15).to(torch.uint8)
         return QuantizedWeight(fmt, group, n, k, pack_nibbles(q.reshape(n, k)),
                                scale.t().contiguous(), pack_nibbles(zero.t().to(torch.uint8)))
+    if fmt is QuantFormat.NVFP4:
+        return _quantize_nvfp4(blocks, n, k, group)
     # mxfp4: shared exponent floor(log2(amax)) − emax(e2m1) = floor(log2(amax)) − 2 (frexp is exact)
     amax = blocks.abs().amax(dim=2)
     _, exponent = torch.frexp(amax)
@@ -246,6 +288,28 @@ def quantize(weight: torch.Tensor, fmt: QuantFormat | str, group_size: int | Non
     codes = e2m1_encode(blocks * inverse[..., None])
     biased = (shared + E8M0_BIAS).to(torch.uint8)
     return QuantizedWeight(fmt, group, n, k, pack_nibbles(codes.reshape(n, k)), biased.t().contiguous())
+
+
+def _quantize_nvfp4(blocks: torch.Tensor, n: int, k: int, group: int) -> QuantizedWeight:
+    """NVFP4 as NVIDIA's recipe: tensor_scale = amax/(448·6), block scale amax_b/6/tensor_scale in e4m3,
+    except that the block scale is rounded UP to e4m3 (not to nearest), so no element saturates and the
+    error stays within half an e2m1 step of the stored scale."""
+    amax = blocks.abs().amax()
+    tensor_scale = torch.where(amax > 0, amax / (E4M3_MAX * E2M1_MAX), torch.ones_like(amax)).reshape(1)
+    wanted = (blocks.abs().amax(dim=2) / E2M1_MAX / tensor_scale).clamp(max=E4M3_MAX)
+    scale = _e4m3_at_least(wanted)
+    step = scale.float() * tensor_scale
+    inverse = torch.where(step > 0, 1.0 / step, torch.zeros_like(step))
+    codes = e2m1_encode(blocks * inverse[..., None])
+    return QuantizedWeight(QuantFormat.NVFP4, group, n, k, pack_nibbles(codes.reshape(n, k)),
+                           scale.t().contiguous(), tensor_scale=tensor_scale.contiguous())
+
+
+def _e4m3_at_least(scale: torch.Tensor) -> torch.Tensor:
+    """e4m3 values ≥ the fp32 ones in [0, 448] (0 stays 0; a tiny positive one becomes 2^-9)."""
+    e4m3 = scale.to(torch.float8_e4m3fn)
+    bumped = (e4m3.view(torch.uint8) + 1).view(torch.float8_e4m3fn)  # the next code up (≤ 0x7E: never NaN)
+    return torch.where(e4m3.float() < scale, bumped.float(), e4m3.float()).to(torch.float8_e4m3fn)
 
 
 def _fp16_at_least(scale: torch.Tensor) -> torch.Tensor:
@@ -276,5 +340,40 @@ def dequantize(qw: QuantizedWeight) -> torch.Tensor:
         zeros = unpack_nibbles(qw.zeros, n).t().float().repeat_interleave(group, dim=1)
         scales = qw.scales.t().float().repeat_interleave(group, dim=1)
         return (codes.float() - zeros) * scales
+    if qw.format is QuantFormat.NVFP4:
+        scales = qw.scales.t().float().repeat_interleave(group, dim=1)
+        return e2m1_decode(codes) * scales * qw.tensor_scale
     scales = e8m0_decode(qw.scales).t().repeat_interleave(group, dim=1)
     return e2m1_decode(codes) * scales
+
+
+def dequantize_traffic(fmt: QuantFormat | str, n: int, k: int, group_size: int | None = None) -> int:
+    """Bytes :func:`dequantize` moves on an [N, K] weight: every torch op above reads its inputs once
+    (broadcast operands count their stored elements) and writes its output once; views move nothing.
+
+    With E = N·K elements and S = N·K/G stored scales (G the group): unpacking the nibbles reads and
+    writes E/2 twice (& 0xF, >> 4) and E once (stack), 4E; an fp32 scale (or zero point) expanded
+    along K (repeat_interleave) reads 4S and writes 4E; codes.float() reads E, writes 4E; an fp32
+    elementwise op on two E-sized operands reads 8E and writes 4E; the e2m1 lookup reads the int64
+    codes (8E) and the 16-entry table, writes 4E, after codes.long() (E in, 8E out).
+    """
+    fmt = QuantFormat.parse(fmt)
+    group = check_group(fmt, k, group_size)
+    e = n * k
+    if fmt is QuantFormat.INT8:  # q.float(); scales.float(); q · scales
+        return (e + 4 * e) + (2 * n + 4 * n) + (4 * e + 4 * n + 4 * e)
+    if fmt is QuantFormat.FP8:  # q.float(); q · scales
+        return (e + 4 * e) + (4 * e + 4 * n + 4 * e)
+    s = n * (k // group)
+    unpack, expand, lookup, elementwise = 4 * e, 4 * s + 4 * e, (e + 8 * e) + (8 * e + 64 + 4 * e), 12 * e
+    if fmt is QuantFormat.INT4:
+        z = (k // group) * ((n + 1) // 2)  # packed zero-point bytes
+        zeros = 8 * z + (s + 4 * s) + expand  # unpack the zero points; .float(); expand
+        scales = (2 * s + 4 * s) + expand  # .float(); expand
+        return unpack + zeros + scales + (e + 4 * e) + 2 * elementwise  # codes.float(); − zeros; · scales
+    if fmt is QuantFormat.NVFP4:  # scales.float(); expand; lookup; · scales; · tensor_scale (4 B read)
+        return unpack + (s + 4 * s) + expand + lookup + elementwise + (4 * e + 4 + 4 * e)
+    # mxfp4: e8m0_decode on S exponents (to int32; ==0; full_like; << 23; where; ==255; full_like; where),
+    # expand, lookup, · scales
+    decode = (s + 4 * s) + (4 * s + s) + 4 * s + (4 * s + 4 * s) + (9 * s + 4 * s) + (4 * s + s) + 4 * s + (9 * s + 4 * s)
+    return unpack + decode + expand + lookup + elementwise

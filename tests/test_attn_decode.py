@@ -1,4 +1,5 @@
-"""attn_decode: ragged contiguous/paged KV caches, GQA, q_len > 1, one-pass and split-KV paths."""
+"""attn_decode: ragged contiguous/paged KV caches (any page size), GQA, q_len ≤ 16, padded head dims,
+fp8 (e4m3) caches with per-kv-head scales, one-pass and split-KV paths."""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import pytest
 import torch
 import triton
 
-from kernels.attn_decode import (
-    ATTN_DECODE,
-    MAX_SPLITS,
-    attn_decode,
-    decode_lengths,
-    decode_reference,
-    plan_splits,
-)
+from kernels.attn_decode import MAX_SPLITS, attn_decode, decode_reference, plan_splits
+from kernels.attn_decode_spec import ATTN_DECODE, decode_lengths, head_sigmas
 from kernels.check import check_point
 from kernels.spec import DeviceCaps, DType, generator_for, relative_error
 
@@ -30,21 +25,22 @@ def _inputs(case, device, seed):
 
 def _run(inputs, **kwargs):
     return attn_decode(inputs["q"], inputs["k_cache"], inputs["v_cache"], inputs["kv_lens"], inputs["block_table"],
-                       **kwargs)
+                       k_scale=inputs["k_scale"], v_scale=inputs["v_scale"], **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
-# the gate: both layouts, odd contexts, GQA/MQA, speculative q_len
+# the gate: both layouts, odd contexts, GQA/MQA, speculative q_len, padded head dims, fp8 caches
 # ---------------------------------------------------------------------------------------------
 
 SHAPES = [  # batch, heads, kv_heads, q_len, context, head_dim
     (1, 2, 2, 1, 1, 16),
-    (3, 4, 2, 1, 37, 32),
+    (3, 4, 2, 1, 37, 40),
     (2, 4, 1, 3, 129, 16),
-    (3, 2, 2, 8, 70, 64),
+    (3, 2, 2, 8, 70, 59),
     (2, 8, 2, 4, 45, 16),  # group·q_len = 16: a full tile of real rows
+    (2, 2, 1, 16, 50, 80),  # 16 draft tokens
 ]
-LAYOUTS = [("contiguous", 16), ("paged", 16), ("paged", 64)]
+LAYOUTS = [("contiguous", 16), ("paged", 16), ("paged", 1), ("paged", 64)]
 
 
 @pytest.mark.parametrize("cache,page_size", LAYOUTS)
@@ -57,12 +53,57 @@ def test_triton_matches_reference(cache, page_size, batch, heads, kv_heads, q_le
     assert checked.launch.config().split()[0] in ("one-pass", "split-kv")
 
 
-@pytest.mark.parametrize("cache", ["contiguous", "paged"])
-def test_torch_baseline_matches_reference(cache, device, seed):
-    case = _case(batch=3, heads=4, kv_heads=2, q_len=2, context=37, head_dim=32, cache=cache)
+@pytest.mark.parametrize("cache,page_size", [("contiguous", 16), ("paged", 16), ("paged", 256)])
+@pytest.mark.parametrize("q_len,head_dim", [(1, 32), (3, 59)])
+def test_fp8_cache_matches_reference(cache, page_size, q_len, head_dim, device, seed):
+    case = _case(batch=3, heads=4, kv_heads=2, q_len=q_len, context=53, head_dim=head_dim, cache=cache,
+                 page_size=page_size, kv_dtype="fp8")
+    checked = check_point(ATTN_DECODE, "triton", case, device, seed)
+    assert checked.ok, checked.message()
+    assert checked.inputs["k_cache"].dtype == torch.float8_e4m3fn
+
+
+@pytest.mark.parametrize("cache,kv_dtype", [("contiguous", "auto"), ("paged", "auto"), ("contiguous", "fp8"),
+                                            ("paged", "fp8")])
+def test_torch_baseline_matches_reference(cache, kv_dtype, device, seed):
+    case = _case(batch=3, heads=4, kv_heads=2, q_len=2, context=37, head_dim=40, cache=cache, kv_dtype=kv_dtype)
     checked = check_point(ATTN_DECODE, "torch", case, device, seed)
     assert checked.ok, checked.message()
-    assert checked.launch.config().startswith("sdpa ")
+    config = checked.launch.config()
+    assert "sdpa " in config and ("gather" in config) == (cache == "paged") and ("fp8" in config) == (kv_dtype == "fp8")
+
+
+# ---------------------------------------------------------------------------------------------
+# fp8 caches: the per-kv-head scales are applied, each to its own head
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+def test_fp8_scales_are_per_kv_head(splits, device, seed):
+    """Each kv head's codes span ±448 at a different spread (σ 0.5, 1, 2): the kernel must undo exactly
+    its own head's k_scale and v_scale — dropping either, or using one head's for all, is far off."""
+    case = _case(batch=2, heads=6, kv_heads=3, q_len=2, context=41, head_dim=16, cache="paged", kv_dtype="fp8")
+    inputs = _inputs(case, device, seed)
+    assert torch.equal(inputs["k_scale"].cpu(), head_sigmas(3) * 8 / 448)
+    inputs["v_scale"] = inputs["v_scale"] * torch.tensor([1.0, 3.0, 0.25], device=device)  # K and V scales differ
+    expected = ATTN_DECODE.reference(inputs, case)
+    assert relative_error(_run(inputs, num_splits=splits), expected) < FP16_TOL
+    for name in ("k_scale", "v_scale"):  # the reference itself depends on each scale of each head
+        other = dict(inputs, **{name: inputs[name][:1].expand(3).contiguous()})
+        assert relative_error(ATTN_DECODE.reference(other, case), expected) > 0.05
+
+
+def test_fp8_cache_needs_its_scales(device):
+    case = _case(batch=2, heads=4, kv_heads=2, context=20, head_dim=16, cache="paged", kv_dtype="fp8")
+    inputs = _inputs(case, device, 0)
+    q, k, v, lens, table = (inputs[n] for n in ("q", "k_cache", "v_cache", "kv_lens", "block_table"))
+    with pytest.raises(ValueError, match="fp8 .* needs k_scale and v_scale"):
+        attn_decode(q, k, v, lens, table)
+    with pytest.raises(ValueError, match=r"float32 \[2\] \(one per kv head\)"):
+        attn_decode(q, k, v, lens, table, k_scale=inputs["k_scale"][:1], v_scale=inputs["v_scale"][:1])
+    fp16 = _inputs(_case(batch=2, heads=4, kv_heads=2, context=20, head_dim=16), device, 0)
+    with pytest.raises(ValueError, match="takes none"):
+        _run(dict(fp16, k_scale=inputs["k_scale"], v_scale=inputs["v_scale"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +113,7 @@ def test_torch_baseline_matches_reference(cache, device, seed):
 
 @pytest.mark.parametrize("cache", ["contiguous", "paged"])
 def test_split_and_one_pass_paths_agree(cache, device, seed):
-    case = _case(batch=3, heads=4, kv_heads=2, q_len=3, context=100, head_dim=16, cache=cache)
+    case = _case(batch=3, heads=4, kv_heads=2, q_len=3, context=100, head_dim=40, cache=cache)
     inputs = _inputs(case, device, seed)
     expected = ATTN_DECODE.reference(inputs, case)
     one_pass = _run(inputs, num_splits=1)
@@ -100,7 +141,7 @@ def _page(contiguous: dict, page_size: int, gen: torch.Generator) -> tuple[torch
     return paged_k, paged_v, table
 
 
-@pytest.mark.parametrize("page_size", [16, 64, 5])
+@pytest.mark.parametrize("page_size", [1, 5, 16, 256])
 @pytest.mark.parametrize("splits", [1, 3])
 def test_paged_and_contiguous_give_the_same_answer(page_size, splits, device, seed):
     case = _case(batch=3, heads=4, kv_heads=2, q_len=2, context=83, head_dim=16, cache="contiguous")
@@ -129,6 +170,25 @@ def test_nothing_past_a_sequence_is_read(cache, page_size, splits, device, seed)
                 last = triton.cdiv(length, page_size) - 1
                 inputs[name][inputs["block_table"][b, last].long(), length - last * page_size:] = float("nan")
     assert relative_error(_run(inputs, num_splits=splits), expected) < FP16_TOL
+
+
+@pytest.mark.parametrize("head_dim", [40, 59])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_padded_channels_are_never_read_or_written(head_dim, splits, device, seed):
+    """q, caches and out are views into rows of the padded tile width whose extra channels hold NaN."""
+    case = _case(batch=2, heads=4, kv_heads=2, q_len=2, context=45, head_dim=head_dim, cache="paged")
+    inputs = _inputs(case, device, seed)
+    width = triton.next_power_of_2(head_dim)
+    wide = {}
+    for name in ("q", "k_cache", "v_cache", "out"):
+        t = inputs[name]
+        wide[name] = torch.full(t.shape[:-1] + (width,), float("nan"), dtype=t.dtype, device=device)
+        wide[name][..., :head_dim] = t
+        inputs[name] = wide[name][..., :head_dim]
+    expected = ATTN_DECODE.reference(inputs, case)
+    _run(inputs, num_splits=splits, out=inputs["out"])
+    assert relative_error(inputs["out"], expected) < FP16_TOL
+    assert torch.isnan(wide["out"][..., head_dim:]).all()
 
 
 @pytest.mark.parametrize("cache", ["contiguous", "paged"])
@@ -190,9 +250,9 @@ def test_launcher_errors(device):
     q, k, v, lens, table = (inputs[n] for n in ("q", "k_cache", "v_cache", "kv_lens", "block_table"))
     with pytest.raises(ValueError, match="kv_heads 3 must divide heads 4"):
         attn_decode(q, k[:, :, :1].expand(-1, -1, 3, -1), v[:, :, :1].expand(-1, -1, 3, -1), lens, table)
-    with pytest.raises(ValueError, match="head_dim 48 is not supported"):
-        big = torch.zeros(k.shape[:3] + (48,), dtype=k.dtype, device=device)
-        attn_decode(torch.zeros(q.shape[:3] + (48,), dtype=q.dtype, device=device), big, big, lens, table)
+    with pytest.raises(ValueError, match="head_dim 300 is not supported; valid: 1 … 256"):
+        big = torch.zeros(k.shape[:3] + (300,), dtype=k.dtype, device=device)
+        attn_decode(torch.zeros(q.shape[:3] + (300,), dtype=q.dtype, device=device), big, big, lens, table)
     with pytest.raises(ValueError, match="block table too short"):
         attn_decode(q, k, v, lens, table[:, :1])
     with pytest.raises(ValueError, match="block_table must be int32"):
@@ -207,6 +267,8 @@ def test_launcher_errors(device):
         attn_decode(q.repeat(1, 1, 17, 1), k, v, lens, table)
     with pytest.raises(ValueError, match="num_splits 0"):
         attn_decode(q, k, v, lens, table, num_splits=0)
+    with pytest.raises(ValueError, match="float8_e4m3fn"):
+        attn_decode(q, k.float(), v.float(), lens, table)
     contiguous = _small(device, cache="contiguous")
     with pytest.raises(ValueError, match="cache too short"):
         attn_decode(contiguous["q"], contiguous["k_cache"][:, :, :5], contiguous["v_cache"][:, :, :5],
@@ -222,9 +284,38 @@ def test_flops_and_bytes_by_hand():
     assert ATTN_DECODE.bytes(contiguous) == q_and_o + 2 * 15 * 2 * 16 * 2 + 2 * 4
     # one 16-token page per sequence, and one table entry each
     assert ATTN_DECODE.bytes(paged) == q_and_o + 2 * 32 * 2 * 16 * 2 + 2 * 4 + 2 * 4
+    # fp8: one byte per cached value, plus the fp32 k and v scales of each kv head
+    fp8 = _case(cache="paged", kv_dtype="fp8", **values)
+    assert ATTN_DECODE.bytes(fp8) == q_and_o + 2 * 32 * 2 * 16 * 1 + 2 * 4 + 2 * 4 + 2 * 2 * 4
+    # head_dim 40 counts 40 channels, not the 64 of its tile
+    odd = _case(cache="contiguous", **{**values, "head_dim": 40})
+    assert ATTN_DECODE.bytes(odd) == (2 * 2 * 4 * 2 + 2 * 15 * 2) * 40 * 2 + 2 * 4
+
+
+def test_torch_bytes_by_hand():
+    """The baseline reads the whole capacity (and more when it gathers or dequantises)."""
+    torch_impl = ATTN_DECODE.impl("torch")
+    values = dict(batch=2, heads=4, kv_heads=2, q_len=2, context=10, head_dim=16, page_size=16)
+    q_and_o, mask = 2 * 2 * 4 * 2 * 16 * 2, 2 * 4 * 10 * 2  # mask: batch × (group·q_len = 4) rows × capacity
+    contiguous = _case(cache="contiguous", **values)
+    assert ATTN_DECODE.bytes_for(contiguous, torch_impl) == 2 * 2 * 10 * 2 * 16 * 2 + mask + q_and_o
+    # paged: capacity is one 16-slot page per sequence (= the pool here); each cache's gather reads the
+    # pool and the 2-entry table, writes the copy; SDPA reads the copy
+    paged = _case(cache="paged", **values)
+    elements, mask16, tables = 2 * 2 * 16 * 2 * 16, 2 * 4 * 16 * 2, 2 * (2 * 4)
+    assert ATTN_DECODE.bytes_for(paged, torch_impl) == elements * (2 + 2 + 2) + tables + mask16 + q_and_o
+    # fp8 paged: gather 1 + 1 B, copy_ to fp16 1 + 2 B, mul_ 2 + 2 B (and the 2 fp32 scales), SDPA 2 B
+    fp8 = _case(cache="paged", kv_dtype="fp8", **values)
+    scales = 2 * (2 * 4)
+    assert ATTN_DECODE.bytes_for(fp8, torch_impl) == elements * (2 + 3 + 4 + 2) + tables + scales + mask16 + q_and_o
+    # at batch ≥ 2 the lengths average ¾ of the context: the capacity is ≈ 1.33× the valid positions
+    big = _case(batch=16, heads=32, kv_heads=8, context=4096, cache="contiguous")
+    ratio = ATTN_DECODE.bytes_for(big, torch_impl) / ATTN_DECODE.bytes(big)
+    assert 1.33 < ratio < 1.40
 
 
 CAPS = DeviceCaps("test", (9, 0), False, 50 << 20, 132, 80 * 10**9)
+INTERPRETER = DeviceCaps("interpreter", None, True, 0, 1, 0)
 
 
 def test_skip_rules():
@@ -232,6 +323,12 @@ def test_skip_rules():
     assert "divide" in ATTN_DECODE.skip_reason(_case(heads=4, kv_heads=3), triton_impl, CAPS)
     assert "exceeds context" in ATTN_DECODE.skip_reason(_case(q_len=4, context=2), triton_impl, CAPS)
     assert ATTN_DECODE.skip_reason(_case(batch=16, context=32768), triton_impl, CAPS) is None
+    assert "paged cache only" in ATTN_DECODE.skip_reason(_case(cache="contiguous", page_size=64), triton_impl, CAPS)
+    assert "128 rows" in ATTN_DECODE.skip_reason(_case(heads=64, kv_heads=4, q_len=16), triton_impl, CAPS)
+    assert "interpreter" in ATTN_DECODE.skip_reason(_case("bf16"), triton_impl, INTERPRETER)
+    assert ATTN_DECODE.skip_reason(_case("bf16"), torch_impl, INTERPRETER) is None
+    ampere = DeviceCaps("A100", (8, 0), False, 40 << 20, 108, 80 * 10**9)
+    assert "sm_89" in ATTN_DECODE.skip_reason(_case(kv_dtype="fp8"), triton_impl, ampere)
     # the sweep skips by footprint (over 85% of memory): the baseline's includes its gathered copy
     huge = _case("bf16", batch=256, kv_heads=32, context=131072, cache="contiguous")
     assert ATTN_DECODE.footprint_bytes(huge, triton_impl) > 0.85 * CAPS.memory_bytes
@@ -242,7 +339,7 @@ def test_skip_rules():
 
 
 # ---------------------------------------------------------------------------------------------
-# GPU only: bf16 (tl.dot on bf16 is wrong under the interpreter) and realistic sizes
+# GPU only: bf16 (tl.dot on bf16 is wrong under the interpreter), e4m3 at realistic sizes
 # ---------------------------------------------------------------------------------------------
 
 
@@ -250,24 +347,29 @@ def test_skip_rules():
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("impl", ["triton", "torch"])
 @pytest.mark.parametrize("cache", ["contiguous", "paged"])
-@pytest.mark.parametrize("batch,kv_heads,q_len,context", [
-    (1, 8, 1, 32768),  # split-KV by the heuristic
-    (4, 4, 4, 4096),
-    (64, 8, 1, 4096),  # one pass: 512 programs fill the GPU
-    (7, 32, 1, 3001),
+@pytest.mark.parametrize("kv_dtype", ["auto", "fp8"])
+@pytest.mark.parametrize("batch,kv_heads,q_len,context,head_dim", [
+    (1, 8, 1, 32768, 128),  # split-KV by the heuristic
+    (4, 4, 4, 4096, 96),
+    (64, 8, 1, 4096, 128),  # one pass: 512 programs fill the GPU
+    (7, 32, 1, 3001, 80),
+    (3, 8, 16, 5003, 128),
 ])
-def test_gpu_realistic(dtype, impl, cache, batch, kv_heads, q_len, context, seed):
-    case = _case(dtype, batch=batch, heads=32, kv_heads=kv_heads, q_len=q_len, context=context, head_dim=128,
-                 cache=cache)
+def test_gpu_realistic(dtype, impl, cache, kv_dtype, batch, kv_heads, q_len, context, head_dim, seed):
+    case = _case(dtype, batch=batch, heads=32, kv_heads=kv_heads, q_len=q_len, context=context, head_dim=head_dim,
+                 cache=cache, kv_dtype=kv_dtype)
     checked = check_point(ATTN_DECODE, impl, case, "cuda", seed)
     assert checked.ok, f"{checked.message()} ({checked.launch.config()})"
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("page_size", [1, 32, 256])
 @pytest.mark.parametrize("splits", [1, 5, MAX_SPLITS])
-def test_gpu_forced_splits_bf16(splits, seed):
-    case = _case("bf16", batch=3, heads=32, kv_heads=8, q_len=2, context=5000, head_dim=128, cache="paged")
+@pytest.mark.parametrize("kv_dtype", ["auto", "fp8"])
+def test_gpu_forced_splits_bf16(page_size, splits, kv_dtype, seed):
+    case = _case("bf16", batch=3, heads=32, kv_heads=8, q_len=2, context=5000, head_dim=128, cache="paged",
+                 page_size=page_size, kv_dtype=kv_dtype)
     inputs = _inputs(case, "cuda", seed)
-    expected = decode_reference(inputs["q"], inputs["k_cache"], inputs["v_cache"], inputs["kv_lens"],
-                                inputs["block_table"])
+    expected = decode_reference(*(inputs[n] for n in ("q", "k_cache", "v_cache", "kv_lens", "block_table",
+                                                      "k_scale", "v_scale")))
     assert relative_error(_run(inputs, num_splits=splits), expected) < ATTN_DECODE.tolerance[DType.BF16]

@@ -7,10 +7,11 @@ import torch
 
 from kernels.check import check_point
 from kernels.dequant import DEQUANT, dequant
-from kernels.quant_formats import QuantFormat, QuantizedWeight, dequantize, packed_bytes, quantize
+from kernels.quant_formats import QuantFormat, QuantizedWeight, dequantize, dequantize_traffic, packed_bytes, quantize
 from kernels.spec import DeviceCaps
 
-CASES = [("int8", None), ("fp8", None), ("int4", 32), ("int4", 64), ("int4", 128), ("mxfp4", 32)]
+CASES = [("int8", None), ("fp8", None), ("int4", 32), ("int4", 64), ("int4", 128), ("int4", 256), ("mxfp4", 32),
+         ("nvfp4", 16)]
 INTERPRETER = DeviceCaps("interpreter", None, True, 0, 1, 0)
 
 
@@ -33,12 +34,20 @@ def random_codes(fmt: str, group: int | None, n: int, k: int, device, seed: int)
     elif fmt is QuantFormat.INT4:
         qw = QuantizedWeight(fmt, group, n, k, uint8(n, k // 2), torch.randn(k // group, n, generator=gen).half(),
                              uint8(k // group, (n + 1) // 2))
+    elif fmt is QuantFormat.NVFP4:
+        # every non-negative e4m3 block scale but NaN (subnormals and 448 included); tensor scales that
+        # keep 6 · 448 · t inside fp16
+        bits = uint8(k // group, n, high=0x7F)
+        bits[0, :4] = torch.tensor([0x00, 0x01, 0x07, 0x7E], dtype=torch.uint8)[: min(4, n)]
+        tensor_scale = torch.pow(2.0, -torch.randint(4, 12, (1,), generator=gen).float()) * 1.37
+        qw = QuantizedWeight(fmt, group, n, k, uint8(n, k // 2), bits.view(torch.float8_e4m3fn),
+                             tensor_scale=tensor_scale)
     else:
         # mostly exponents whose outputs are normal fp16 values, plus every valid extreme (255 is NaN)
         exponents = uint8(k // group, n) % 24 + 115
         exponents[0, :4] = torch.tensor([0, 1, 253, 254], dtype=torch.uint8)[: min(4, n)]
         qw = QuantizedWeight(fmt, group, n, k, uint8(n, k // 2), exponents)
-    moved = (t.to(device) if t is not None else None for t in (qw.qweight, qw.scales, qw.zeros))
+    moved = (t.to(device) if t is not None else None for t in (qw.qweight, qw.scales, qw.zeros, qw.tensor_scale))
     return QuantizedWeight(qw.format, qw.group_size, qw.n, qw.k, *moved)
 
 
@@ -62,7 +71,7 @@ def test_dequant_is_bit_exact_on_every_code(fmt, group, device, seed):
 
 @pytest.mark.parametrize("fmt,group", CASES)
 def test_dequant_spec_passes_the_gate(fmt, group, device, seed):
-    case = DEQUANT.case("fp16", format=fmt, group_size=group or 128, N=37, K=3 * (group or 67))
+    case = DEQUANT.case("fp16", format=fmt, group_size=group or 128, N=37, K=3 * (group or 67))  # nvfp4: K = 48
     for impl in DEQUANT.impls:
         checked = check_point(DEQUANT, impl, case, device, seed)
         assert checked.ok, f"{impl.name}: {checked.message()}"
@@ -84,11 +93,17 @@ def test_dequant_counts_bytes_and_flops_by_hand():
     assert DEQUANT.flops(case) == 0
     mx = DEQUANT.case("bf16", format="mxfp4", group_size=32, N=3, K=64)
     assert DEQUANT.bytes(mx) == packed_bytes("mxfp4", 3, 64) + 3 * 64 * 2 == 102 + 384
+    nv = DEQUANT.case("fp16", format="nvfp4", group_size=16, N=3, K=64)
+    assert DEQUANT.bytes(nv) == (96 + 12 + 4) + 3 * 64 * 2
+    # the torch baseline: the reference dequantizer's fp32 temporaries, then copy_ (fp32 in, fp16 out)
+    assert DEQUANT.bytes_for(nv, DEQUANT.impl("torch")) == dequantize_traffic("nvfp4", 3, 64) + 3 * 64 * (4 + 2)
 
 
 @pytest.mark.parametrize("values,reason", [
     (dict(format="int8", group_size=64), "int8 is per-channel: group_size does not apply"),
     (dict(format="mxfp4", group_size=128), "mxfp4 takes group_size 32, got 128"),
+    (dict(format="nvfp4", group_size=32), "nvfp4 takes group_size 16, got 32"),
+    (dict(format="int4", group_size=256, K=4000), "int4 with group_size 256 needs K a multiple of 256, got K=4000"),
     (dict(format="int4", group_size=128, K=4000), "int4 with group_size 128 needs K a multiple of 128, got K=4000"),
 ])
 def test_dequant_skips_what_the_layouts_cannot_hold(values, reason):

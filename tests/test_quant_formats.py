@@ -26,7 +26,7 @@ from kernels.quant_formats import (
 )
 
 FAST = settings(max_examples=40, deadline=None)
-GROUPED = [("int4", 32), ("int4", 64), ("int4", 128), ("mxfp4", 32)]
+GROUPED = [("int4", 32), ("int4", 64), ("int4", 128), ("int4", 256), ("mxfp4", 32), ("nvfp4", 16)]
 ALL = [("int8", None), ("fp8", None)] + GROUPED
 
 
@@ -118,6 +118,16 @@ def quantized_weights(draw, fmt, group):
     codes = torch.from_numpy(_nibble_rows(draw, n, k))
     groups = k // group
     idx = torch.arange(k) // group
+    if fmt == "nvfp4":
+        bits = torch.randint(0, 0x7F, (groups, n), generator=gen, dtype=torch.uint8)  # e4m3 ≥ 0, never NaN
+        bits.view(-1)[: min(2, groups * n)] = torch.tensor([0x01, 0x7E], dtype=torch.uint8)[: min(2, groups * n)]
+        scales = bits.view(torch.float8_e4m3fn)
+        tensor_scale = torch.rand(1, generator=gen) + 0.01
+        qw = QuantizedWeight(QuantFormat.NVFP4, group, n, k, torch.from_numpy(_pack_by_hand(codes.numpy())), scales,
+                             tensor_scale=tensor_scale)
+        lut = torch.tensor(E2M1_GRID + tuple(-v for v in E2M1_GRID), dtype=torch.float64)
+        expected = lut[codes.long()] * scales.t().double()[:, idx] * tensor_scale.double()
+        return qw, expected
     if fmt == "int4":
         zeros = torch.randint(0, 16, (groups, n), generator=gen, dtype=torch.uint8)
         scales = (torch.rand(groups, n, generator=gen) + 0.01).half()
@@ -147,8 +157,8 @@ def test_dequantize_decodes_the_documented_layout(fmt, group, data):
     qw, expected = data.draw(quantized_weights(fmt, group))
     actual = dequantize(qw)
     assert actual.dtype == torch.float32 and actual.shape == (qw.n, qw.k)
-    # every product is exact in fp32 but fp8's (4 × 24 significant bits): compare in float64
-    rounding = 2.0**-24 if fmt == "fp8" else 0.0
+    # every product is exact in fp32 but fp8's (4 × 24 significant bits) and nvfp4's tensor scale
+    rounding = 2.0**-24 if fmt in ("fp8", "nvfp4") else 0.0
     assert torch.allclose(actual.double(), expected.to(torch.float32).double(), rtol=rounding, atol=0.0)
     assert qw.nbytes == packed_bytes(fmt, qw.n, qw.k, group)
 
@@ -167,6 +177,10 @@ def test_packed_bytes_grouped_by_hand():
     assert packed_bytes("int4", 3, 64, 32) == 96 + 12 + 4
     # mxfp4 N=3, K=64: 3·32 code bytes + 2 blocks·3 E8M0 bytes
     assert packed_bytes("mxfp4", 3, 64, 32) == 96 + 6
+    # nvfp4 N=3, K=64: 3·32 code bytes + 4 blocks·3 e4m3 bytes + one fp32 tensor scale
+    assert packed_bytes("nvfp4", 3, 64) == 96 + 12 + 4
+    # int4 G=256, N=3, K=512: 3·256 code bytes + 2 groups·3 fp16 scales + 2 groups·⌈3/2⌉ zero bytes
+    assert packed_bytes("int4", 3, 512, 256) == 768 + 12 + 4
     for fmt, group in GROUPED:
         assert quantize(torch.randn(5, 2 * group), fmt, group).nbytes == packed_bytes(fmt, 5, 2 * group, group)
 
@@ -175,8 +189,11 @@ def test_packed_bytes_grouped_by_hand():
     ("int4", 32, 100, "int4 with group_size 32 needs K a multiple of 32, got K=100"),
     ("int4", 128, 64, "int4 with group_size 128 needs K a multiple of 128, got K=64"),
     ("mxfp4", None, 48, "mxfp4 with group_size 32 needs K a multiple of 32, got K=48"),
-    ("int4", 16, 64, "int4 takes group_size 32, 64, 128, got 16"),
+    ("int4", 16, 64, "int4 takes group_size 32, 64, 128, 256, got 16"),
+    ("int4", 256, 384, "int4 with group_size 256 needs K a multiple of 256, got K=384"),
     ("mxfp4", 64, 64, "mxfp4 takes group_size 32, got 64"),
+    ("nvfp4", None, 40, "nvfp4 with group_size 16 needs K a multiple of 16, got K=40"),
+    ("nvfp4", 32, 64, "nvfp4 takes group_size 16, got 32"),
     ("int8", 64, 64, "int8 is per-channel and takes no group_size"),
 ])
 def test_bad_group_or_k_is_one_clear_error(fmt, group, k, message):
@@ -225,6 +242,14 @@ def test_quantizer_error_is_at_most_half_a_step(fmt, group, data):
         codes = unpack_nibbles(qw.qweight)
         assert codes.max() <= 15 and unpack_nibbles(qw.zeros, n).max() <= 15
         step = qw.scales.t().double().repeat_interleave(group, dim=1)
+    elif fmt == "nvfp4":
+        assert qw.tensor_scale.item() == pytest.approx(max(w.abs().max().item(), 0) / 2688 or 1.0)
+        assert (qw.scales.float() <= 448).all() and not qw.scales.float().isnan().any()
+        step = qw.scales.t().double().repeat_interleave(group, dim=1) * qw.tensor_scale.double()
+        scaled = torch.where(step > 0, w.double().abs() / step, torch.zeros_like(step))
+        assert (scaled <= 6 * (1 + 2.0**-20)).all()  # the block scale rounds up: nothing saturates
+        local = torch.where(scaled <= 2, 0.5, torch.where(scaled <= 4, 1.0, 2.0))  # e2m1 spacing
+        step = local * step
     elif fmt == "fp8":
         # e4m3 keeps 3 mantissa bits: half an ulp is 2^-4 of the value (2^-10 of the scale when subnormal)
         scale = qw.scales.double()[:, None]
@@ -252,10 +277,26 @@ def test_quantizer_saturates_mxfp4_outliers():
 
 def test_quantizer_zero_weight_decodes_to_zero():
     for fmt, group in ALL:
-        assert torch.equal(dequantize(quantize(torch.zeros(3, 128), fmt, group)), torch.zeros(3, 128))
+        assert torch.equal(dequantize(quantize(torch.zeros(3, 256), fmt, group)), torch.zeros(3, 256))
 
 
 def test_quantized_weight_checks_its_layout():
     with pytest.raises(ValueError, match=r"int4 zeros must be contiguous \(1, 2\) torch.uint8"):
         QuantizedWeight(QuantFormat.INT4, 32, 3, 32, torch.zeros(3, 16, dtype=torch.uint8),
                         torch.ones(1, 3, dtype=torch.float16), None)
+    codes, e4m3 = torch.zeros(3, 16, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match=r"nvfp4 tensor_scale must be contiguous \(1,\) torch.float32"):
+        QuantizedWeight(QuantFormat.NVFP4, 16, 3, 32, codes, e4m3)
+    with pytest.raises(ValueError, match="mxfp4 stores no tensor scale"):
+        QuantizedWeight(QuantFormat.MXFP4, 32, 3, 32, codes, torch.zeros(1, 3, dtype=torch.uint8),
+                        tensor_scale=torch.ones(1))
+
+
+def test_nvfp4_quantizer_by_hand():
+    """amax 6·448·2⁻⁴: tensor scale 2⁻⁴; a block with amax 3 gets e4m3 scale 3/6/2⁻⁴ = 8 exactly."""
+    w = torch.zeros(1, 32)
+    w[0, 0], w[0, 16], w[0, 17], w[0, 18] = 6 * 448 / 16, 3.0, -1.5, 0.7
+    qw = quantize(w, "nvfp4")
+    assert qw.tensor_scale.item() == 2.0**-4 and qw.scales.float()[:, 0].tolist() == [448.0, 8.0]
+    # 0.7 / (8 · 2⁻⁴) = 1.4 → e2m1 1.5 → 0.75
+    assert dequantize(qw)[0, 16:19].tolist() == [3.0, -1.5, 0.75]
