@@ -12,9 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.spec import Axis, Case, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.stream import N_AXIS, prune_stream_configs, stream_configs
-from kernels.tuning import autotune, describe
+from kernels.spec import Axis, Case, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace, poisoned, scaled_randn
+from kernels.spaces import launch_spaces, meta
+from kernels.stream import N_AXIS, stream_configs, stream_pruner
+from kernels.tuning import Limits, autotune, describe
 
 READ_ROW = 4096  # elements summed per output value: the write traffic is 1/4096 of the read
 FILL_VALUE = 1.5
@@ -42,7 +43,7 @@ def _read_kernel(
     tl.store(sums_ptr + row, tl.sum(values.to(tl.float32), axis=0))
 
 
-@autotune(stream_configs(), key=["n"], prune=prune_stream_configs)
+@autotune(stream_configs(), key=["n"], prune=stream_pruner(arrays=1))
 @triton.jit
 def _write_kernel(
     y_ptr,  # out: [n]
@@ -145,6 +146,25 @@ def fma_reference(x: torch.Tensor, iters: int) -> torch.Tensor:
 # Specs
 # ---------------------------------------------------------------------------------------------
 
+def _read_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    x = meta(case["N"], case.dtype.torch)
+    return launch_spaces(lambda: read_rows(x), {"read": _read_kernel}, limits)
+
+
+def _write_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    y = meta(case["N"], case.dtype.torch)
+    return launch_spaces(lambda: fill(y, FILL_VALUE), {"write": _write_kernel}, limits)
+
+
+def _fma_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    x = meta(case["N"])
+    return launch_spaces(lambda: fma_chain(x, case["iters"]), {"fma": _fma_kernel}, limits)
+
+
+def _launch_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    return launch_spaces(lambda: empty_launches(meta(1), case["count"]), {"launch": _launch_kernel}, limits)
+
+
 ITERS_AXIS = Axis("iters", int, 512, "dependent FMAs per element", minimum=1)
 MEMORY_DTYPES = (DType.FP32, DType.FP16, DType.BF16)
 
@@ -174,7 +194,8 @@ READ = KernelSpec(
     dtypes=MEMORY_DTYPES,
     impls=(
         Impl("triton", lambda inputs, case: Launch(lambda: read_rows(inputs["x"], inputs["out"]),
-                                                   lambda: f"ROW={READ_ROW} warps=8"), "Triton row sums"),
+                                                   lambda: f"ROW={READ_ROW} warps=8"), "Triton row sums",
+             candidates=_read_candidates),
         Impl("torch", _build_read_torch, "torch.sum over rows", skip=_torch_read_skip),
     ),
     make_inputs=_read_inputs,
@@ -193,7 +214,8 @@ WRITE = KernelSpec(
     dtypes=MEMORY_DTYPES,
     impls=(
         Impl("triton", lambda inputs, case: Launch(lambda: fill(inputs["out"], FILL_VALUE),
-                                                   lambda: describe(_write_kernel.best_config)), "Triton fill"),
+                                                   lambda: describe(_write_kernel.best_config)), "Triton fill",
+             candidates=_write_candidates),
         Impl("torch", lambda inputs, case: Launch(lambda: inputs["out"].fill_(FILL_VALUE), lambda: "Tensor.fill_"),
              "Tensor.fill_"),
     ),
@@ -212,7 +234,8 @@ FMA = KernelSpec(
     dtypes=(DType.FP32,),
     impls=(
         Impl("triton", lambda inputs, case: Launch(lambda: fma_chain(inputs["x"], case["iters"], inputs["out"]),
-                                                   lambda: describe(_fma_kernel.best_config)), "Triton FMA chains"),
+                                                   lambda: describe(_fma_kernel.best_config)), "Triton FMA chains",
+             candidates=_fma_candidates),
     ),
     make_inputs=lambda case, device, gen: {"x": _vector(case, device, gen),
                                            "out": poisoned((case["N"],), dtype=torch.float32, device=device)},
@@ -242,7 +265,7 @@ LAUNCH = KernelSpec(
     dtypes=(DType.FP32,),
     impls=(
         Impl("triton", lambda inputs, case: Launch(lambda: empty_launches(inputs["out"], case["count"]),
-                                                   lambda: "1 program"), "Triton"),
+                                                   lambda: "1 program"), "Triton", candidates=_launch_candidates),
         Impl("torch", _build_torch_launches, "Tensor.fill_ on one element"),
     ),
     make_inputs=lambda case, device, gen: {"out": poisoned((1,), dtype=torch.float32, device=device)},

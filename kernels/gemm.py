@@ -25,10 +25,27 @@ import triton
 import triton.language as tl
 
 from kernels.gemm_fp8 import fp8_skip, quantize_rowwise, scaled_mm_launch, scaled_mm_skip
-from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
-from kernels.tuning import autotune, describe, interpreting, sm_count
+from kernels.spec import (
+    Axis,
+    Case,
+    DeviceCaps,
+    DType,
+    Impl,
+    Inputs,
+    KernelSpec,
+    Launch,
+    TuneSpace,
+    poisoned,
+    scaled_randn,
+)
+from kernels.spaces import launch_spaces, meta
+from kernels.tuning import Limits, autotune, describe, device_limits
 
 GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2
+TIGHT_ACC_PER_THREAD = 64  # fp32 accumulators per thread when the K loop holds more (see gemm_candidates)
+# x and W elements a thread loads per K step when K % 16 ≠ 0 (rows not provably 16-byte aligned): each is
+# a separate load with its own address; 64–128 spilled 4–2536 B on sm_90a
+UNALIGNED_LOADS_PER_THREAD = 32
 
 
 class GemmVariant(str, Enum):
@@ -84,35 +101,51 @@ def shared_memory_bytes(config: triton.Config, in_size: int, out_size: int, tma:
     return buffers + (k["BLOCK_M"] * k["BLOCK_N"] * out_size if tma else 0)
 
 
-@functools.lru_cache(maxsize=None)
 def shared_memory_limit(device_index: int) -> int:
-    return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
+    """Opt-in shared memory per block of a CUDA device (kept for callers; see kernels.tuning.Limits)."""
+    return device_limits(device_index).smem_per_block
 
 
-def _prune(configs, named_args, tma: bool):
-    """Keep tiles that fit the problem (no block far beyond M, N, K) and the device's shared memory."""
-    M, N, K = named_args["M"], named_args["N"], named_args["K"]
-    x = named_args["x_desc"].base if tma else named_args["x_ptr"]
-    y = named_args["y_desc"].base if tma else named_args["y_ptr"]
+def gemm_candidates(M: int, N: int, K: int, in_size: int, out_size: int, tma: bool,
+                    limits: Limits) -> tuple[triton.Config, ...]:
+    """The configs worth timing: tiles that fit the problem (no block far beyond M, N, K), the
+    device's shared memory and the registers: at most TIGHT_ACC_PER_THREAD fp32 accumulators per
+    thread where the K loop needs more than the accumulator — fp8's promotion every BLOCK_K keeps a
+    second one, a ragged K its masks (128 per thread spilled 104–632 B on sm_90a)."""
+    configs = gemm_tma_configs() if tma else gemm_configs()
+
+    def roomy(c: triton.Config) -> bool:
+        tight = in_size == 1 or K % c.kwargs["BLOCK_K"] != 0
+        return not tight or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= TIGHT_ACC_PER_THREAD * 32 * c.num_warps
+
     useful = [
         c for c in configs
         if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(M))
         and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(N))
         and c.kwargs["BLOCK_K"] <= max(64, triton.next_power_of_2(K))
     ] or configs
-    if not interpreting():
-        limit = shared_memory_limit(x.device.index)
-        smem = functools.partial(shared_memory_bytes, in_size=x.element_size(), out_size=y.element_size(), tma=tma)
-        useful = [c for c in useful if smem(c) <= limit] or [min(useful, key=smem)]
-    return useful
+    useful = [c for c in useful if roomy(c)] or useful
+    if K % 16:  # Triton cannot prove 16-byte aligned rows (it needs K % 16 == 0): element loads
+        loaded = lambda c: c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) // (32 * c.num_warps)  # noqa: E731
+        useful = [c for c in useful if loaded(c) <= UNALIGNED_LOADS_PER_THREAD] or [min(useful, key=loaded)]
+    smem = functools.partial(shared_memory_bytes, in_size=in_size, out_size=out_size, tma=tma)
+    return tuple(c for c in useful if smem(c) <= limits.smem_per_block) or (min(useful, key=smem),)
+
+
+def _prune(named_args, tma: bool):
+    """The autotuner's pruner: an adapter over :func:`gemm_candidates` on the operands' device."""
+    x = named_args["x_desc"].base if tma else named_args["x_ptr"]
+    y = named_args["y_desc"].base if tma else named_args["y_ptr"]
+    return list(gemm_candidates(named_args["M"], named_args["N"], named_args["K"], x.element_size(),
+                                y.element_size(), tma, device_limits(x.device)))
 
 
 def prune_gemm_configs(configs, named_args, **kwargs):
-    return _prune(configs, {**named_args, **kwargs}, tma=False)
+    return _prune({**named_args, **kwargs}, tma=False)
 
 
 def prune_gemm_tma_configs(configs, named_args, **kwargs):
-    return _prune(configs, {**named_args, **kwargs}, tma=True)
+    return _prune({**named_args, **kwargs}, tma=True)
 
 
 @triton.jit
@@ -254,7 +287,8 @@ def _rows_tma_ready(t: torch.Tensor) -> bool:
 
 def tma_eligible(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> bool:
     """TMA needs a Hopper+ GPU (not the interpreter), unit inner strides and 16-byte aligned rows."""
-    if interpreting() or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) < (9, 0):
+    capability = device_limits(x.device).capability
+    if capability is None or capability < (9, 0):
         return False
     return all(_rows_tma_ready(t) for t in (x, w, out))
 
@@ -301,7 +335,7 @@ def gemm(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None, *,
         return out
     from triton.tools.tensor_descriptor import TensorDescriptor  # host TMA descriptors (triton >= 3.4)
 
-    num_sms = sm_count(x.device.index)
+    num_sms = device_limits(x.device).sm_count
     x_desc, w_desc, y_desc = (TensorDescriptor.from_tensor(t, [1, 1]) for t in (x, w, out))  # pre-hook sets blocks
     args = (x_desc, w_desc, x_scale, w_scale, y_desc, M, N, K, has_scales, str(x.dtype))
     _launch(_gemm_tma_kernel, lambda meta: (min(num_sms, tiles(meta)),), args, config, NUM_SMS=num_sms)
@@ -423,6 +457,25 @@ def interpreter_bf16_skip(case: Case, caps: DeviceCaps) -> str | None:
     return None
 
 
+def meta_linear_operands(case: Case) -> dict[str, torch.Tensor | None]:
+    """x, w, out and the fp8 scales of a linear case as ``meta`` tensors: its shapes, strides and
+    dtypes, no memory (for :mod:`kernels.spaces`; shared with gemv)."""
+    M, N, K = case["M"], case["N"], case["K"]
+    dtype = case.dtype.torch
+    w = meta((K, N), dtype).t() if case["w_layout"] == "kn" else meta((N, K), dtype)
+    fp8 = case.dtype is DType.FP8
+    return {"x": meta((M, K), dtype), "w": w, "out": meta((M, N), LINEAR_DTYPES[dtype]),
+            "x_scale": meta(M) if fp8 else None, "w_scale": meta(N) if fp8 else None}
+
+
+def _gemm_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    """The variant a case launches on ``limits`` and the configs its autotuner keeps."""
+    o = meta_linear_operands(case)
+    launch = lambda: gemm(o["x"], o["w"], o["out"], x_scale=o["x_scale"], w_scale=o["w_scale"])  # noqa: E731
+    kernels = {GemmVariant.TILED.value: _gemm_kernel, GemmVariant.TMA.value: _gemm_tma_kernel}
+    return launch_spaces(launch, kernels, limits)
+
+
 def _build_gemm_triton(inputs: Inputs, case: Case) -> Launch:
     x, w, out, xs, ws = inputs["x"], inputs["w"], inputs["out"], inputs["x_scale"], inputs["w_scale"]
     variant = gemm_variant(x, w, out)
@@ -437,7 +490,7 @@ GEMM = KernelSpec(
     dtypes=(DType.FP16, DType.BF16, DType.FP32, DType.FP8),
     impls=(
         Impl("triton", _build_gemm_triton, "Triton tl.dot tiles, grouped order; persistent TMA on Hopper",
-             skip=interpreter_bf16_skip),
+             skip=interpreter_bf16_skip, candidates=_gemm_candidates),
         TORCH_IMPL,
     ),
     make_inputs=linear_inputs,

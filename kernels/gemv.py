@@ -39,19 +39,22 @@ from kernels.gemm import (
     linear_flops,
     linear_inputs,
     linear_reference_of,
+    meta_linear_operands,
     precision_note,
-    shared_memory_limit,
 )
 from kernels.gemm_fp8 import fp8_skip
-from kernels.spec import Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch
-from kernels.tuning import autotune, interpreting, sm_count
+from kernels.spec import Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace
+from kernels.spaces import launch_spaces
+from kernels.tuning import INTERPRETER, Limits, autotune, device_limits
 
 MAX_M = 64  # the GEMV regime; larger batches are gemm's
 FMA_MAX_M = 8  # beyond this, CUDA-core products cost more than padded tensor-core tiles
 FMA_ACC_PER_THREAD = 64  # fp32 accumulator registers per thread the fma tile may use
+UNALIGNED_W_PER_THREAD = 64  # W elements per thread of a dot tile when W's rows are not 16-byte aligned
 SPLIT_WAVES = 2  # split K until tiles × splits reaches this many CTAs per SM
 MAX_SPLIT = 16
-DEFAULT_SMS = 132  # H100 SXM; plans under the interpreter mirror it
+TAIL_K = tl.constexpr(32)  # K columns per step of the dot path's ragged tail (fp8 tl.dot needs ≥ 32)
+DEFAULT_SMS = INTERPRETER.sm_count  # plans under the interpreter mirror an H100
 
 
 def _config(use_dot: bool, bn: int, bk: int, warps: int, stages: int) -> triton.Config:
@@ -82,14 +85,20 @@ def split_for(N: int, K: int, block_n: int, block_k: int, num_sms: int, request:
 def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_request: int = 0,
                     smem_limit: int | None = None) -> tuple[triton.Config, ...]:
     """The configs worth timing for one problem, completed with BLOCK_M and SPLIT_K: the path M
-    allows, tiles whose registers and shared memory fit, BLOCK_K not far beyond K."""
+    allows, tiles whose registers and shared memory fit, BLOCK_K not far beyond K. Rows of W that
+    are not 16-byte aligned load element by element, each element its own address: dot tiles then
+    keep ≤ UNALIGNED_W_PER_THREAD W elements per thread (128 spilled 16–20 B on sm_90a). Triton
+    proves alignment from a stride divisible by 16 (elements), so K % 16 decides."""
     chosen = []
+    aligned = K % 16 == 0
     for c in gemv_configs():
         use_dot, bn, bk = c.kwargs["USE_DOT"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
         if (M == 1 and use_dot) or (M > FMA_MAX_M and not use_dot):
             continue
         bm = max(16, triton.next_power_of_2(M)) if use_dot else triton.next_power_of_2(M)
         if not use_dot and bm * bn * bk > FMA_ACC_PER_THREAD * 32 * c.num_warps:
+            continue
+        if use_dot and not aligned and bn * bk > UNALIGNED_W_PER_THREAD * 32 * c.num_warps:
             continue
         split = split_for(N, K, bn, bk, num_sms, split_request)
         chosen.append(triton.Config({**c.kwargs, "BLOCK_M": bm, "SPLIT_K": split},
@@ -104,18 +113,18 @@ def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_re
         or (min(chosen, key=lambda c: c.kwargs["BLOCK_K"]),)
 
 
-def _device_limits(device: torch.device) -> tuple[int, int | None]:
-    """(SM count, shared-memory limit) of a CUDA device; the H100 plan (no smem limit) otherwise."""
-    if device.type != "cuda" or interpreting():
-        return DEFAULT_SMS, None
-    return sm_count(device.index), shared_memory_limit(device.index)
+def limited_candidates(M: int, N: int, K: int, in_size: int, limits: Limits,
+                       split_request: int = 0) -> tuple[triton.Config, ...]:
+    """:func:`gemv_candidates` on a device's limits (what the pruner and the launcher use)."""
+    return gemv_candidates(M, N, K, in_size, limits.sm_count, split_request, limits.smem_per_block)
 
 
 def prune_gemv_configs(configs, named_args, **kwargs):
+    """The autotuner's pruner: an adapter over :func:`gemv_candidates` on x's device."""
     args = {**named_args, **kwargs}
     x = args["x_ptr"]
-    sms, smem = _device_limits(x.device)
-    return list(gemv_candidates(args["M"], args["N"], args["K"], x.element_size(), sms, args["split_request"], smem))
+    return list(limited_candidates(args["M"], args["N"], args["K"], x.element_size(), device_limits(x.device),
+                                   args["split_request"]))
 
 
 @triton.jit
@@ -188,7 +197,19 @@ def _gemv_kernel(
                          BLOCK_M, BLOCK_K)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
-    if k_full < k_end:
+    if USE_DOT:
+        # the ragged K tail, TAIL_K columns at a time: a masked tile is not pipelined through shared
+        # memory but loaded element by element into registers, so a full [BLOCK_K, BLOCK_N] one spilled
+        # (up to 9 KB at BLOCK_N=128 on sm_90a)
+        offs_t = tl.arange(0, TAIL_K)
+        x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_full + offs_t)[None, :] * stride_xk
+        w_ptrs = w_ptr + (k_full + offs_t)[:, None] * stride_wk + offs_n[None, :].to(tl.int64) * stride_wn
+        for k_tail in range(k_full, k_end, TAIL_K):
+            acc = _gemv_step(acc, x_ptrs, w_ptrs, mask_m, mask_n, offs_t, k_end - k_tail, True, HAS_SCALES, USE_DOT,
+                             BLOCK_M, TAIL_K)
+            x_ptrs += TAIL_K * stride_xk
+            w_ptrs += TAIL_K * stride_wk
+    elif k_full < k_end:
         acc = _gemv_step(acc, x_ptrs, w_ptrs, mask_m, mask_n, offs_k, k_end - k_full, True, HAS_SCALES, USE_DOT,
                          BLOCK_M, BLOCK_K)
     if USE_DOT:
@@ -240,8 +261,7 @@ def _workspace_size(configs, M: int, N: int) -> tuple[int, int]:
 
 
 def _configs_for(x: torch.Tensor, w: torch.Tensor, split_k: int) -> tuple[triton.Config, ...]:
-    sms, smem = _device_limits(x.device)
-    return gemv_candidates(x.shape[0], w.shape[0], x.shape[1], x.element_size(), sms, split_k, smem)
+    return limited_candidates(x.shape[0], w.shape[0], x.shape[1], x.element_size(), device_limits(x.device), split_k)
 
 
 def gemv_workspace(x: torch.Tensor, w: torch.Tensor, split_k: int = 0) -> GemvWorkspace | None:
@@ -309,6 +329,13 @@ def _gemv_skip(case: Case, caps: DeviceCaps) -> str | None:
     return fp8_skip(case, caps)
 
 
+def _gemv_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    """The configs a case would tune on ``limits`` (see kernels.spaces)."""
+    o = meta_linear_operands(case)
+    launch = lambda: gemv(o["x"], o["w"], o["out"], x_scale=o["x_scale"], w_scale=o["w_scale"])  # noqa: E731
+    return launch_spaces(launch, {"gemv": _gemv_kernel}, limits)
+
+
 def _build_gemv_triton(inputs: Inputs, case: Case) -> Launch:
     x, w, out, xs, ws = inputs["x"], inputs["w"], inputs["out"], inputs["x_scale"], inputs["w_scale"]
     workspace = gemv_workspace(x, w)
@@ -328,7 +355,7 @@ GEMV = KernelSpec(
     dtypes=(DType.FP16, DType.BF16, DType.FP32, DType.FP8),
     impls=(
         Impl("triton", _build_gemv_triton, "Triton: CUDA-core (M ≤ 8) or tl.dot tiles, serial split-K",
-             skip=interpreter_bf16_skip),
+             skip=interpreter_bf16_skip, candidates=_gemv_candidates),
         TORCH_IMPL,
     ),
     make_inputs=linear_inputs,

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import torch
 
 from kernels.errors import UsageError
+
+if TYPE_CHECKING:  # kernels.tuning imports Triton; specs must not
+    from kernels.tuning import Limits
 
 
 class DType(str, Enum):
@@ -139,6 +142,27 @@ SkipFn = Callable[[Case, DeviceCaps], "str | None"]
 
 
 @dataclass(frozen=True)
+class TuneSpace:
+    """One Triton kernel a case launches and the configs its autotuner would try, on given limits.
+
+    ``configs`` are the ``triton.Config`` objects the family's pruner keeps for the case (the
+    pruner is a thin adapter over the same candidate function): the autotuner benchmarks each one
+    when there are two or more, a lone config runs untimed; every one is compiled once per key.
+    ``arguments()`` gives what a launch passes besides the config: positional arguments of the
+    case's real shapes (``meta`` tensors: nothing is allocated) and the launcher's constexprs, so
+    a compile specialises exactly as the launch would.
+    """
+
+    name: str  # variant: "tiled", "tma", "split", "merge" … (the family's own vocabulary)
+    kernel: Any  # the @triton.jit function (or its triton.heuristics wrapper) under the autotuner
+    configs: tuple[Any, ...]  # triton.Config, in the order the autotuner would try them
+    arguments: Callable[[], tuple[tuple, dict[str, Any]]]
+
+
+CandidatesFn = Callable[[Case, "Limits"], "tuple[TuneSpace, ...]"]
+
+
+@dataclass(frozen=True)
 class Impl:
     """One way to compute a family: ``triton`` (ours) or a baseline a user would call otherwise."""
 
@@ -148,6 +172,9 @@ class Impl:
     skip: SkipFn | None = None  # reason this impl cannot run a case on a device, or None
     bytes: Callable[[Case], int] | None = None  # its own traffic when it differs (fp16 baseline of a quantized op)
     footprint: Callable[[Case], int] | None = None  # its own resident bytes when it differs (a gathered copy)
+    # Triton impls: the kernels a case launches and the configs each would tune, on a device's
+    # Limits, without a GPU (static compiler, time model); None for baselines (no Triton)
+    candidates: CandidatesFn | None = None
 
 
 @dataclass(frozen=True)

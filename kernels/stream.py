@@ -2,7 +2,7 @@
 
 The suite's first memory-bound family and the DRAM ceiling every other kernel is judged against.
 Full blocks take an unmasked path so loads and stores stay 16 bytes wide for any N; only the
-last block is masked.
+last block is masked, a slice at a time.
 """
 
 from __future__ import annotations
@@ -19,12 +19,20 @@ from kernels.spec import (
     Inputs,
     KernelSpec,
     Launch,
+    TuneSpace,
     poisoned,
     scaled_randn,
 )
-from kernels.tuning import autotune, describe
+from kernels.spaces import launch_spaces, meta
+from kernels.tuning import Limits, autotune, describe
 
 TRIAD_SCALAR = 3.0
+STREAM_BYTES_PER_THREAD = 512  # loaded bytes a thread may hold at once: 128 registers
+# The ragged last block runs TAIL elements at a time: with n not a multiple of 16 its mask cannot be
+# proven uniform over 16 bytes, so every element is its own predicated access with its own address,
+# and a whole BLOCK of them took every register and spilled (copy fp32 BLOCK=16384: 572 B on sm_90a)
+# — in every program, since the registers are allocated for the kernel's worst path.
+TAIL = tl.constexpr(1024)
 
 
 def stream_configs() -> list[triton.Config]:
@@ -37,14 +45,33 @@ def stream_configs() -> list[triton.Config]:
     ]
 
 
-def prune_stream_configs(configs, named_args, **kwargs):
-    """Drop blocks far larger than the array (all masked lanes), then honour the interpreter."""
-    n = named_args["n"]
-    useful = [c for c in configs if c.kwargs["BLOCK"] <= max(1024, triton.next_power_of_2(n))]
-    return useful or configs[:1]
+def stream_candidates(n: int, itemsize: int, arrays: int) -> tuple[triton.Config, ...]:
+    """The configs worth timing for ``arrays`` streams of n elements: blocks not far beyond the
+    array (all masked lanes); ≥ 16 bytes per thread and array, so every access can be 16 bytes
+    wide (fp16 BLOCK=2048 with 16 warps compiled to 8-byte loads); at most STREAM_BYTES_PER_THREAD
+    loaded per thread in all, beyond which one block's values no longer fit in registers (triad
+    fp32 BLOCK=16384 with 4 warps held 1 KiB per thread and spilled 228 B on sm_90a)."""
+    configs = stream_configs()
+
+    def per_thread(c: triton.Config) -> int:
+        return c.kwargs["BLOCK"] * itemsize // (32 * c.num_warps)
+
+    useful = [c for c in configs if c.kwargs["BLOCK"] <= max(1024, triton.next_power_of_2(n))
+              and 16 <= per_thread(c) and arrays * per_thread(c) <= STREAM_BYTES_PER_THREAD]
+    return tuple(useful or configs[:1])
 
 
-@autotune(stream_configs(), key=["n"], prune=prune_stream_configs)
+def stream_pruner(arrays: int):
+    """The autotuner's pruner for a kernel loading ``arrays`` streams: an adapter over stream_candidates."""
+
+    def prune(configs, named_args, **kwargs):
+        first = next(value for value in named_args.values() if hasattr(value, "element_size"))
+        return list(stream_candidates(named_args["n"], first.element_size(), arrays))
+
+    return prune
+
+
+@autotune(stream_configs(), key=["n"], prune=stream_pruner(arrays=1))
 @triton.jit
 def _copy_kernel(
     x_ptr,  # in:  [n]
@@ -58,11 +85,13 @@ def _copy_kernel(
     if start + BLOCK <= n:
         tl.store(y_ptr + offsets, tl.load(x_ptr + offsets, eviction_policy="evict_first"))
     else:
-        mask = offsets < n
-        tl.store(y_ptr + offsets, tl.load(x_ptr + offsets, mask=mask), mask=mask)
+        for sub in range(0, BLOCK, TAIL):
+            tail = start + sub + tl.arange(0, TAIL)
+            mask = tail < n
+            tl.store(y_ptr + tail, tl.load(x_ptr + tail, mask=mask), mask=mask)
 
 
-@autotune(stream_configs(), key=["n"], prune=prune_stream_configs)
+@autotune(stream_configs(), key=["n"], prune=stream_pruner(arrays=2))
 @triton.jit
 def _triad_kernel(
     b_ptr,  # in:  [n]
@@ -80,10 +109,12 @@ def _triad_kernel(
         c = tl.load(c_ptr + offsets, eviction_policy="evict_first").to(tl.float32)
         tl.store(a_ptr + offsets, (b + scalar * c).to(a_ptr.dtype.element_ty))
     else:
-        mask = offsets < n
-        b = tl.load(b_ptr + offsets, mask=mask).to(tl.float32)
-        c = tl.load(c_ptr + offsets, mask=mask).to(tl.float32)
-        tl.store(a_ptr + offsets, (b + scalar * c).to(a_ptr.dtype.element_ty), mask=mask)
+        for sub in range(0, BLOCK, TAIL):
+            tail = start + sub + tl.arange(0, TAIL)
+            mask = tail < n
+            b = tl.load(b_ptr + tail, mask=mask).to(tl.float32)
+            c = tl.load(c_ptr + tail, mask=mask).to(tl.float32)
+            tl.store(a_ptr + tail, (b + scalar * c).to(a_ptr.dtype.element_ty), mask=mask)
 
 
 def _check_vectors(*tensors: torch.Tensor) -> int:
@@ -151,6 +182,17 @@ def _triad_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inp
     }
 
 
+def _copy_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    x = meta(case["N"], case.dtype.torch)
+    return launch_spaces(lambda: copy(x, torch.empty_like(x)), {"copy": _copy_kernel}, limits)
+
+
+def _triad_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
+    b = meta(case["N"], case.dtype.torch)
+    launch = lambda: triad(b, torch.empty_like(b), TRIAD_SCALAR, torch.empty_like(b))  # noqa: E731
+    return launch_spaces(launch, {"triad": _triad_kernel}, limits)
+
+
 def _build_copy_triton(inputs: Inputs, case: Case) -> Launch:
     x, out = inputs["x"], inputs["out"]
     return Launch(run=lambda: copy(x, out), config=lambda: describe(_copy_kernel.best_config))
@@ -177,7 +219,8 @@ COPY = KernelSpec(
     axes=(N_AXIS,),
     dtypes=STREAM_DTYPES,
     impls=(
-        Impl("triton", _build_copy_triton, "Triton, unmasked 16-byte body + masked tail"),
+        Impl("triton", _build_copy_triton, "Triton, unmasked 16-byte body + masked tail",
+             candidates=_copy_candidates),
         Impl("torch", _build_copy_torch, "Tensor.copy_ (cudaMemcpy-class copy kernel)"),
     ),
     make_inputs=_copy_inputs,
@@ -194,7 +237,8 @@ TRIAD = KernelSpec(
     axes=(N_AXIS,),
     dtypes=STREAM_DTYPES,
     impls=(
-        Impl("triton", _build_triad_triton, "Triton, fp32 arithmetic, unmasked 16-byte body"),
+        Impl("triton", _build_triad_triton, "Triton, fp32 arithmetic, unmasked 16-byte body",
+             candidates=_triad_candidates),
         Impl("torch", _build_triad_torch, "torch.add(b, c, alpha=s)"),
     ),
     make_inputs=_triad_inputs,

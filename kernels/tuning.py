@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -21,23 +23,87 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import triton
 from triton.runtime.autotuner import Autotuner as _TritonAutotuner
 
-HOPPER_SMEM_BYTES = 227 * 1024  # opt-in shared memory per block on sm_90
 CACHE_ENV = "ROOFLAB_CACHE_DIR"  # where tuned configs are kept (default ~/.cache/rooflab)
 NO_CACHE_ENV = "ROOFLAB_NO_TUNE_CACHE"  # set to 1 to tune afresh every run
 
 Benchmark = Callable[[Callable[[], object]], list]  # kernel_call -> [median, p20, p80] in ms
 
 
+# ---------------------------------------------------------------------------------------------
+# Device limits: the one place tuning asks what the device can hold
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the device a kernel will run on offers, as far as tuning cares.
+
+    Every pruner, candidate function and launcher that sizes work by the device reads these
+    figures from :func:`device_limits` (never from torch or the driver directly), so a plan can be
+    made for a device that is not here: the static compiler pins :data:`HOPPER` while compiling
+    with CPU tensors, and a time model can ask what a point would tune on an H200.
+    """
+
+    sm_count: int  # streaming multiprocessors
+    smem_per_block: int  # opt-in shared memory one block may use, bytes
+    registers_per_sm: int  # 32-bit registers per SM
+    capability: tuple[int, int] | None  # CUDA compute capability; None under the interpreter
+
+    @property
+    def interpret(self) -> bool:
+        return self.capability is None
+
+
+# H100 and H200 (SXM) alike: 132 SMs, 227 KiB opt-in shared memory per block, 64 Ki registers per SM
+HOPPER = Limits(sm_count=132, smem_per_block=232_448, registers_per_sm=65_536, capability=(9, 0))
+# The interpreter plans as an H100 would (same SMs and shared memory), but runs nothing on tensor cores
+INTERPRETER = dataclasses.replace(HOPPER, capability=None)
+ARCH_LIMITS = {"sm_90a": HOPPER}  # targets the static compiler knows: arch -> limits
+
+_pinned: list[Limits] = []
+
+
+@contextlib.contextmanager
+def pinned_limits(limits: Limits) -> Iterator[Limits]:
+    """Make :func:`device_limits` answer ``limits`` for every device (CPU and meta tensors included)."""
+    _pinned.append(limits)
+    try:
+        yield limits
+    finally:
+        _pinned.pop()
+
+
+def device_limits(device: torch.device | str | int | None = None) -> Limits:
+    """The limits tuning must respect for ``device`` (a tensor's device, an index, or None: current).
+
+    Pinned limits win; then the interpreter and non-CUDA devices get :data:`INTERPRETER`; a CUDA
+    device is asked once and remembered.
+    """
+    if _pinned:
+        return _pinned[-1]
+    if isinstance(device, (str, torch.device)):
+        device = torch.device(device)
+        if device.type != "cuda":
+            return INTERPRETER
+        device = device.index
+    if interpreting():
+        return INTERPRETER
+    return _cuda_limits(torch.cuda.current_device() if device is None else device)
+
+
 @functools.lru_cache(maxsize=None)
-def sm_count(device_index: int | None) -> int:
-    """Streaming multiprocessors of a CUDA device (None: the current one); cached, launchers ask per call."""
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def _cuda_limits(index: int) -> Limits:
+    props = torch.cuda.get_device_properties(index)
+    smem = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    return Limits(sm_count=props.multi_processor_count, smem_per_block=smem,
+                  registers_per_sm=getattr(props, "regs_per_multiprocessor", 65_536),
+                  capability=(props.major, props.minor))
 
 
 def interpreting() -> bool:

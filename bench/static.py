@@ -1,0 +1,246 @@
+"""``rooflab compile``: compile every family's candidate configs for a GPU target, without a GPU.
+
+For the headline shapes (issue 10's first-contact plan, one ragged shape per family) each Triton
+impl's ``Impl.candidates`` names the kernels a point launches on the target's limits and the
+configs its autotuner would try; worker processes (:mod:`bench.static_compile`, the Triton
+interpreter off) compile each config for the target and record registers, spills, shared memory,
+and whether wgmma, TMA and 16-byte global accesses appear. The rows go to
+``results/static/<arch>.csv``; ``--check`` instead judges them (:func:`violations`) against the
+committed file and exits 1 on a compile error, shared memory over the limit, a spill in a
+memory-bound family, an unexplained spill elsewhere, or a streaming kernel that lost its 16-byte
+loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kernels.errors import UsageError
+
+ARCHS = ("sm_90a",)
+COLUMNS = ("arch", "triton", "kernel", "variant", "shape", "dtype", "config", "num_warps", "num_stages",
+           "registers", "spill_stores", "spill_loads", "smem_bytes", "smem_limit", "wgmma", "tma",
+           "ld_global_v4", "st_global_v4", "ld_global_bytes", "st_global_bytes", "status", "note")
+KEY = ("kernel", "variant", "shape", "dtype", "config")  # one compiled config
+STREAMING = ("copy", "triad", "read", "write", "dequant")  # every shape streams; gemv and qgemv at M = 1
+STREAMING_AT_M1 = ("gemv", "qgemv")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point to compile: a family, a dtype and the axes that differ from the spec's defaults."""
+
+    kernel: str
+    dtype: str
+    axes: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"kernel": self.kernel, "dtype": self.dtype, "axes": self.axes}
+
+
+def _extra_sweeps():
+    """Points beyond the headline plan that §3 of issue 10 asked about, or that the plan times only
+    on cuBLAS/torch: every stream dtype, prefill head_dim 64 and 256, each weight format over the
+    small batches, dequant, qgemm int8."""
+    from bench.suites import Shape, Sweep
+
+    square = (Shape.of("square.8192", N=8192, K=8192),)
+    dram, ragged = 1 << 28, (1 << 24) + 3
+    formats = (("int8", 128), ("fp8", 128), ("int4", 128), ("mxfp4", 32))
+    return (
+        Sweep.make("copy", ("triton",), ("fp32", "fp16", "bf16"), N=(dram, ragged)),
+        Sweep.make("triad", ("triton",), ("fp32", "fp16", "bf16"), N=(dram, ragged)),
+        Sweep.make("read", ("triton",), ("fp32", "bf16"), N=(dram, ragged)),
+        Sweep.make("write", ("triton",), ("fp32", "bf16"), N=(dram, ragged)),
+        Sweep.make("fma", ("triton",), ("fp32",)),
+        Sweep.make("gemm", ("triton",), ("fp8",), shapes=square, M=(64,)),
+        Sweep.make("attn_prefill", ("triton",), ("bf16",), batch=(1,), heads=(32,), kv_heads=(8,), seq_q=(4096,),
+                   seq_kv=(4096,), head_dim=(64, 256), causal=(True,)),
+        *(Sweep.make("qgemv", ("triton",), ("fp16",), shapes=square, M=(1, 2, 4, 8, 16), format=(fmt,),
+                     group_size=(group,)) for fmt, group in formats),
+        *(Sweep.make("dequant", ("triton",), ("fp16",), shapes=square, format=(fmt,), group_size=(group,))
+          for fmt, group in formats),
+        Sweep.make("dequant", ("triton",), ("fp16",), shapes=(Shape.of("ragged", N=4097, K=4112),), format=("int8",)),
+        Sweep.make("qgemm", ("triton",), ("fp16",), shapes=square, M=(256, 4096), format=("int8",)),
+    )
+
+
+def compile_jobs() -> tuple[Job, ...]:
+    """Every Triton point of the headline plan (bench/suites/headline.py, tiers 1–7 with their
+    ragged sizes) and :func:`_extra_sweeps`, less what a Hopper GPU would skip; one job per case."""
+    from bench.suites import expand
+    from bench.suites.headline import HEADLINE
+    from kernels import registry
+    from kernels.spec import DeviceCaps
+
+    hopper = DeviceCaps("H100/H200 (static)", (9, 0), False, 50 << 20, 132, 80 << 30)
+    jobs: dict[tuple, Job] = {}
+    for point in expand(HEADLINE.sweeps + _extra_sweeps()):
+        spec = registry.get(point.case.kernel)
+        if point.impl != "triton" or point.skip or spec.skip_reason(point.case, spec.impl("triton"), hopper):
+            continue
+        jobs.setdefault((point.case.kernel, point.case.dtype, point.case.values),
+                        Job(point.case.kernel, point.case.dtype.value, point.case.as_dict()))
+    return tuple(jobs.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling (in worker processes) and the CSV
+# ---------------------------------------------------------------------------------------------
+
+
+def compile_rows(arch: str, jobs: tuple[Job, ...], workers: int = 2) -> list[dict]:
+    """Compile every candidate config of ``jobs`` for ``arch``; one row per config, in job order."""
+    import triton
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    with tempfile.TemporaryDirectory(prefix="rooflab-compile-") as tmp:
+        job_file = Path(tmp) / "jobs.json"
+        job_file.write_text(json.dumps([job.as_json() for job in jobs]))
+        outs = [Path(tmp) / f"rows{i}.jsonl" for i in range(workers)]
+        procs = [subprocess.Popen([sys.executable, "-m", "bench.static_compile", str(job_file), str(out),
+                                   "--arch", arch, "--shard", f"{i}/{workers}"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for i, out in enumerate(outs)]
+        errors = [proc.communicate()[1] for proc in procs]
+        for proc, error in zip(procs, errors):
+            if proc.returncode:
+                raise RuntimeError(f"static compiler worker failed (exit {proc.returncode}):\n{error[-4000:]}")
+        rows = [json.loads(line) for out in outs for line in out.read_text().splitlines()]
+    rows.sort(key=lambda row: row.pop("index"))
+    return [{"arch": arch, "triton": triton.__version__, **row} for row in rows]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """All rows or nothing: written beside ``path`` and moved into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+    tmp.replace(path)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# The gate
+# ---------------------------------------------------------------------------------------------
+
+
+def _flag(value) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _int(value) -> int:
+    return int(value) if value not in (None, "") else 0
+
+
+def _axes(shape: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in shape.split())
+
+
+def streaming(row: dict) -> bool:
+    """A kernel that only streams memory: it must keep its 16-byte accesses."""
+    return row["kernel"] in STREAMING or (row["kernel"] in STREAMING_AT_M1 and _axes(row["shape"]).get("M") == "1")
+
+
+def memory_bound(kernel: str) -> bool:
+    from kernels import registry
+
+    return "memory" in registry.get(kernel).tags
+
+
+def _label(row: dict) -> str:
+    return f"{row['kernel']} {row['variant']} {row['dtype']} [{row['shape']}] {row['config']}"
+
+
+def violations(rows: list[dict], baseline: list[dict]) -> list[str]:
+    """What fails the gate, one line each (empty: the rows pass)."""
+    committed = {tuple(row[k] for k in KEY): row for row in baseline}
+    found = []
+    for row in rows:
+        label = _label(row)
+        if row["status"] == "compile-error":
+            found.append(f"compile error: {label}: {row['note']}")
+            continue
+        if row["status"] == "over-smem" or _int(row["smem_bytes"]) > _int(row["smem_limit"]):
+            found.append(f"shared memory {row['smem_bytes']} B over the {row['smem_limit']} B limit: {label}")
+        spill = _int(row["spill_stores"]) + _int(row["spill_loads"])
+        if spill and memory_bound(row["kernel"]):
+            found.append(f"spill ({row['spill_stores']} B stored, {row['spill_loads']} B loaded) in a "
+                         f"memory-bound family: {label}")
+        elif spill and not row["note"]:
+            found.append(f"unexplained spill ({row['spill_stores']} B stored): {label}")
+        old = committed.get(tuple(row[k] for k in KEY))
+        if old is not None and streaming(row):
+            for access in ("ld", "st"):
+                column = f"{access}_global_v4"
+                if _flag(old[column]) and not _flag(row[column]):
+                    found.append(f"lost its 16-byte global {'loads' if access == 'ld' else 'stores'} "
+                                 f"(committed: {old[f'{access}_global_bytes']}; now: "
+                                 f"{row[f'{access}_global_bytes'] or 'none'}): {label}")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def default_out(arch: str) -> Path:
+    return Path("results") / "static" / f"{arch}.csv"
+
+
+def _check_args(arch: str, out: Path, check: bool) -> None:
+    if arch not in ARCHS:
+        raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if check:
+        if not out.is_file():
+            raise UsageError(f"--check compares against {out}, which does not exist; run `rooflab compile` first")
+        return
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file path, e.g. {default_out(arch)}")
+    try:  # the file is written at the end: make sure now that it can be
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}."):
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot write there ({error.strerror})") from None
+
+
+def run_compile(arch: str, out: Path | None, check: bool, workers: int) -> int:
+    """Compile the headline candidates; write the CSV, or (``check``) gate them against it."""
+    if workers < 1:
+        raise UsageError(f"--jobs must be ≥ 1, got {workers}")
+    out = out or default_out(arch)
+    _check_args(arch, out, check)
+    began = time.perf_counter()
+    jobs = compile_jobs()
+    rows = compile_rows(arch, jobs, workers)
+    seconds = time.perf_counter() - began
+    statuses = {status: sum(row["status"] == status for row in rows) for status in ("ok", "over-smem", "compile-error")}
+    summary = ", ".join(f"{n} {status}" for status, n in statuses.items() if n)
+    print(f"{arch}: {len(rows)} configs of {len(jobs)} points compiled in {seconds:.0f} s ({summary}), "
+          f"Triton {rows[0]['triton'] if rows else '?'}")
+    if not check:
+        write_csv(out, rows)
+        print(f"wrote {out}")
+        return 0
+    found = violations(rows, read_csv(out))
+    for line in found:
+        print(f"FAIL {line}")
+    print(f"static gate against {out}: {'failed, ' + str(len(found)) + ' findings' if found else 'passed'}")
+    return 1 if found else 0
