@@ -173,13 +173,18 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
                             linewidth=0)
             above = fraction > 1.04
             ax.plot(x[above], np.full(above.sum(), 1.04), "^", color=style["color"], markersize=4)
-            knees.append(roof_knee(sweep, roof.bandwidth, roof.peak))
-        knee = next((k for k in knees if np.isfinite(k)), float("nan"))
-        if np.isfinite(knee) and xs.min() / 1.4 <= knee <= xs.max() * 1.4:
-            ax.axvline(knee, color="black", linestyle=":", lw=1)
-            ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom")
-        elif sweeps[0].has_flops:
-            ax.text(0.98, 0.03, "knee outside range" if np.isfinite(knee) or not knees else "no knee (memory-bound)",
+            knees.append((roof_knee(sweep, roof.bandwidth, roof.peak), style["color"]))
+        # one knee per distinct value: impls moving different bytes (int4 vs fp16 weights) have their own
+        shown = {}
+        for knee, colour in knees:
+            if np.isfinite(knee) and not any(abs(knee / k - 1) < 0.02 for k in shown):
+                shown[knee] = colour
+        inside = {k: c for k, c in shown.items() if xs.min() / 1.4 <= k <= xs.max() * 1.4}
+        for knee, colour in inside.items():
+            ax.axvline(knee, color=colour, linestyle=":", lw=1.1)
+            ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom", color=colour)
+        if not inside and sweeps[0].has_flops:
+            ax.text(0.98, 0.03, "knee outside range" if shown else "no knee (memory-bound)",
                     transform=ax.transAxes, fontsize=6, ha="right")
         ax.set_title(_title(f"{name} · {dtype}"), fontsize=7.5)
         ax.grid(True, which="major", alpha=0.2)

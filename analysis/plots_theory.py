@@ -106,7 +106,7 @@ def layer_curves(shapes: list[predicted.LayerShape], devices: list[Datasheet], m
                 ax.plot(group["M"], group["median_s"] * 1e6, linestyle="", marker=impl_marker(impl), color=colour,
                         markersize=3.5, markerfacecolor=colour if impl == "triton" else "none")
         log_axis(ax, "x", 2)
-        log_axis(ax, "y", formatter=plain)
+        log_axis(ax, "y", formatter=plain, subs=(1.0, 2.0, 5.0))
         ax.set_title(_title(f"{shape.label} (N={shape.n}, K={shape.k})", 46), fontsize=7)
         ax.tick_params(labelsize=6.5, which="both", labelbottom=True)
         ax.set_xlabel("batch M", fontsize=7)
