@@ -6,6 +6,7 @@ torch. Clocks are read, never set.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -61,16 +62,30 @@ def detect(interpret: bool, index: int = 0) -> Target:
         "memory_bytes": caps.memory_bytes,
         "capability": list(caps.capability),
         "cuda": torch.version.cuda,
+        "uuid": _torch_uuid(props),
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         **nvml_snapshot(index),
     }
     return Target(torch.device("cuda", index), caps, slug(props.name), meta)
+
+
+def _torch_uuid(props) -> str:
+    uuid = str(getattr(props, "uuid", "") or "")
+    return uuid if not uuid or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def gpu_label(target: Target) -> str:
+    """What a result row says measured it: the GPU's UUID, else cuda:<index>; "cpu" under the interpreter."""
+    if target.caps.interpret:
+        return "cpu"
+    return target.metadata.get("uuid") or f"cuda:{target.torch_device.index or 0}"
 
 
 def list_devices() -> list[dict[str, Any]]:
     rows = []
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
-        rows.append({"index": index, "name": props.name, "slug": slug(props.name),
+        rows.append({"index": index, "name": props.name, "slug": slug(props.name), "uuid": _torch_uuid(props),
                      "sm_count": props.multi_processor_count, "l2_mib": props.L2_cache_size / 2**20,
                      "memory_gib": props.total_memory / 2**30, "capability": f"{props.major}.{props.minor}"})
     return rows

@@ -340,7 +340,7 @@ def _build_gemv_triton(inputs: Inputs, case: Case) -> Launch:
     x, w, out, xs, ws = inputs["x"], inputs["w"], inputs["out"], inputs["x_scale"], inputs["w_scale"]
     workspace = gemv_workspace(x, w)
     return Launch(run=lambda: gemv(x, w, out, x_scale=xs, w_scale=ws, workspace=workspace),
-                  config=lambda: _describe_last(case))
+                  config=lambda: _describe_last(case), scratch=(workspace.partials,) if workspace else ())
 
 
 def _describe_last(case: Case) -> str:

@@ -130,10 +130,15 @@ class DeviceCaps:
 
 @dataclass(frozen=True)
 class Launch:
-    """A prepared point: ``run`` holds only the timed work and returns the output tensor."""
+    """A prepared point: ``run`` holds only the timed work and returns the output tensor.
+
+    ``scratch`` lists buffers the kernel writes before its output (split-K partials): the gate
+    poisons them with the output, so a partial a run forgets to write cannot pass as a stale one.
+    """
 
     run: Callable[[], torch.Tensor]
     config: Callable[[], str] = lambda: ""  # the variant/config that ran, known after the first run
+    scratch: tuple[torch.Tensor, ...] = ()
 
 
 Inputs = dict[str, Any]

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -168,11 +169,17 @@ class Autotuner(_TritonAutotuner):
         key += [str(value.dtype) for value in present.values() if hasattr(value, "dtype")]
         return tuple(key)
 
-    def _cache_file(self, key: tuple, configs: list[triton.Config]) -> Path:
+    def _source_key(self) -> str:
+        """The kernel's source identity: Triton's cache key (its source and its callees'), else the source."""
         jit = self.fn
-        while not isinstance(jit, triton.runtime.JITFunction):
+        while not isinstance(jit, triton.runtime.JITFunction) and hasattr(jit, "fn"):
             jit = jit.fn
-        text = "\n".join([triton.__version__, TUNER.device_key(), jit.cache_key, repr(key),
+        if isinstance(jit, triton.runtime.JITFunction):
+            return jit.cache_key
+        return hashlib.sha256(inspect.getsource(self.base_fn).encode()).hexdigest()
+
+    def _cache_file(self, key: tuple, configs: list[triton.Config]) -> Path:
+        text = "\n".join([triton.__version__, TUNER.device_key(), self._source_key(), repr(key),
                           *map(_config_text, configs)])
         digest = hashlib.sha256(text.encode()).hexdigest()[:32]
         return cache_dir() / f"{self.base_fn.__name__}-{digest}.json"
@@ -195,6 +202,7 @@ class Autotuner(_TritonAutotuner):
                 hit = []
             if hit:
                 TUNER.cache_hits += 1
+                self._alone = True
                 return hit
             self._cache_path = path
         return pruned
