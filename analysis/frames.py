@@ -81,6 +81,13 @@ def _format(value) -> str:
     return str(value)
 
 
+def display_label(label: str) -> str:
+    """A preset label as a reader sees it: a point measured for several presets of one shape carries
+    them all (``a+b+c``), shown as the first and a count."""
+    parts = [p for p in str(label).split("+") if p]
+    return parts[0] + (f" (+{len(parts) - 1} more)" if len(parts) > 1 else "") if parts else ""
+
+
 def series_labels(rows: pd.DataFrame, swept: str | None) -> tuple[pd.Series, pd.Series]:
     """(key, name) per row. ``key`` identifies the series exactly (label and every non-swept axis);
     ``name`` is what a reader sees: the preset label plus the axes that still tell series apart
@@ -99,8 +106,9 @@ def series_labels(rows: pd.DataFrame, swept: str | None) -> tuple[pd.Series, pd.
         varying = [a for a in axes if group[a].nunique() > 1]
         if not varying and not label:  # nothing varies: name the series by its fixed axes
             varying = [a for a in axes if (group[a] != "").any()]
+        shown = display_label(label)
         names[group.index] = group.apply(
-            lambda r: " ".join([label] * bool(label) + [f"{a}={r[a]}" for a in varying if r[a] != ""]), axis=1)
+            lambda r: " ".join([shown] * bool(shown) + [f"{a}={r[a]}" for a in varying if r[a] != ""]), axis=1)
     names = names.where(names != "", "-")
     # two keys that still read alike (an axis that varies only across labels): fall back to the full key
     clash = names.groupby(names).transform(lambda n: key[n.index].nunique() > 1)

@@ -45,3 +45,12 @@ def test_a_suite_naming_a_missing_impl_fails_loudly():
 def test_shape_values_are_validated():
     with pytest.raises(UsageError, match="below the minimum"):
         expand([Sweep.make("copy", ("triton",), ("fp16",), shapes=(Shape.of("bad", N=0),))])
+
+
+def test_presets_of_one_shape_are_measured_once_under_every_label():
+    points = [p for p in expand(get_suite("linear").sweeps)
+              if p.kernel == "gemm" and p.impl == "triton" and p.case.dtype.value == "fp16" and p.case["M"] == 1
+              and (p.case["N"], p.case["K"]) == (14336, 4096)]
+    assert len(points) == 1  # llama3-8b.gate, .up and the Mixtral expert's w1/w3 share it
+    labels = set(points[0].label.split("+"))
+    assert {"llama3-8b.gate", "llama3-8b.up", "mixtral-8x7b.expert.w1", "mixtral-8x7b.expert.w3"} <= labels

@@ -7,6 +7,7 @@ into :class:`Point` s; combinations a kernel cannot take become explicit skips w
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 from dataclasses import dataclass, field
@@ -100,7 +101,9 @@ def get_suite(name: str) -> Suite:
 
 
 def expand(sweeps: Iterable[Sweep]) -> list[Point]:
-    """Every point of the sweeps, in order, without duplicates; unsupported dtypes become skips."""
+    """Every point of the sweeps, in order, without duplicates; unsupported dtypes become skips.
+
+    Presets of one shape are measured once, under all their labels joined by ``+``."""
     points: dict[tuple, Point] = {}
     for sweep in sweeps:
         spec = registry.get(sweep.kernel)
@@ -121,5 +124,10 @@ def expand(sweeps: Iterable[Sweep]) -> list[Point]:
                         case = spec.case(dtype, **values)
                     for impl in sweep.impls:
                         point = Point(case, impl, shape.label, skip, sweep.timing)
-                        points.setdefault(point.key(), point)
+                        seen = points.setdefault(point.key(), point)
+                        if shape.label and shape.label not in seen.label.split("+"):
+                            # measured once, it stands for every preset of that shape (e.g. llama3-8b.gate
+                            # and a Mixtral expert's w1, both 14336×4096): keep every label
+                            points[point.key()] = dataclasses.replace(
+                                seen, label="+".join(filter(None, (seen.label, shape.label))))
     return list(points.values())
