@@ -50,7 +50,7 @@ from kernels.tuning import INTERPRETER, Limits, autotune, device_limits
 MAX_M = 64  # the GEMV regime; larger batches are gemm's
 FMA_MAX_M = 8  # beyond this, CUDA-core products cost more than padded tensor-core tiles
 FMA_ACC_PER_THREAD = 64  # fp32 accumulator registers per thread the fma tile may use
-UNALIGNED_W_PER_THREAD = 64  # W elements per thread of a dot tile when W's rows are not 16-byte aligned
+UNALIGNED_W_PER_THREAD = 32  # W elements per thread of a dot tile when W's rows are not 16-byte aligned
 SPLIT_WAVES = 2  # split K until tiles × splits reaches this many CTAs per SM
 MAX_SPLIT = 16
 TAIL_K = tl.constexpr(32)  # K columns per step of the dot path's ragged tail (fp8 tl.dot needs ≥ 32)
@@ -87,7 +87,8 @@ def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_re
     """The configs worth timing for one problem, completed with BLOCK_M and SPLIT_K: the path M
     allows, tiles whose registers and shared memory fit, BLOCK_K not far beyond K. Rows of W that
     are not 16-byte aligned load element by element, each element its own address: dot tiles then
-    keep ≤ UNALIGNED_W_PER_THREAD W elements per thread (128 spilled 16–20 B on sm_90a). Triton
+    keep ≤ UNALIGNED_W_PER_THREAD W elements per thread (128 spilled 16–20 B on sm_90a under Triton
+    3.6, 64 spilled 124 B under 3.9). Triton
     proves alignment from a stride divisible by 16 (elements), so K % 16 decides."""
     chosen = []
     aligned = K % 16 == 0

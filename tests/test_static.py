@@ -84,7 +84,7 @@ OLD_STREAM_FP32 = [(4096, 4), (4096, 8), (4096, 16), (8192, 4), (8192, 8), (8192
 @pytest.mark.parametrize("shape", list(OLD_GEMV))
 def test_gemv_candidates_are_the_old_pruners_less_wide_dot_tiles_on_unaligned_rows(shape):
     M, N, K, size = shape
-    unaligned_wide = lambda t: K % 16 and t[0] and t[2] * t[3] > 64 * 32 * t[5]  # noqa: E731
+    unaligned_wide = lambda t: K % 16 and t[0] and t[2] * t[3] > 32 * 32 * t[5]  # noqa: E731
     assert _gemv(limited_candidates(M, N, K, size, HOPPER)) == [t for t in OLD_GEMV[shape] if not unaligned_wide(t)]
 
 
