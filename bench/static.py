@@ -48,8 +48,8 @@ class Job:
 
 def _extra_sweeps():
     """Points beyond the headline plan that §3 of issue 10 asked about, or that the plan times only
-    on cuBLAS/torch: every stream dtype, prefill head_dim 64 and 256, each weight format over the
-    small batches, dequant, qgemm int8."""
+    on cuBLAS/torch: every stream dtype, prefill head_dim 64 and 256, MLA decode, each weight
+    format over the small batches, dequant, qgemm int8."""
     from bench.suites import Shape, Sweep
 
     square = (Shape.of("square.8192", N=8192, K=8192),)
@@ -64,6 +64,7 @@ def _extra_sweeps():
         Sweep.make("gemm", ("triton",), ("fp8",), shapes=square, M=(64,)),
         Sweep.make("attn_prefill", ("triton",), ("bf16",), batch=(1,), heads=(32,), kv_heads=(8,), seq_q=(4096,),
                    seq_kv=(4096,), head_dim=(64, 256), causal=(True,)),
+        Sweep.make("attn_mla", ("triton",), ("bf16",), batch=(1, 64)),
         *(Sweep.make("qgemv", ("triton",), ("fp16",), shapes=square, M=(1, 2, 4, 8, 16), format=(fmt,),
                      group_size=(group,)) for fmt, group in formats),
         *(Sweep.make("dequant", ("triton",), ("fp16",), shapes=square, format=(fmt,), group_size=(group,))
