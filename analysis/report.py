@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import sections, sections_fits, sections_theory, sections_tokenomics
+from analysis import sections, sections_fits, sections_node, sections_theory, sections_tokenomics
 from analysis.ceilings import DeviceRoofs, derive_ceilings
 from analysis.comparison import comparison
 from analysis.devices import match_device
@@ -79,7 +79,8 @@ def _device_report(device: Device, out_dir: Path) -> Path:
                   sections_fits.quant_section(device, out_dir),
                   "## Decode step from this device's kernels\n\nThe decode-step model with this device's fitted "
                   "kernels (MEASURED terms) beside its datasheet prediction: [../tokenomics.md](../tokenomics.md).\n"]
-    parts += [sections.failures_section(device), sections.interpret_section(device)]
+    parts += [sections_node.health_section(sorted(device.frame["source"].unique())),
+              sections.failures_section(device), sections.interpret_section(device)]
     path = out_dir / "report.md"
     path.write_text("\n".join(p for p in parts if p))
     return path
@@ -210,6 +211,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[P
     if len(ordered) > 1:
         parts.append("## Device comparison (MEASURED)\n")
         parts += [comparison(a, b, out_dir) for a, b in itertools.combinations(ordered, 2)]
+    parts.append(sections_node.static_section(results_dir) if results_dir.is_dir() else "")
     index.write_text("\n".join(p for p in parts if p))
     finish(out_dir, before)
     return index

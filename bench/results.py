@@ -198,13 +198,19 @@ def result_files(root: Path | str) -> list[Path]:
     return sorted(p for p in root.rglob("*.csv") if sidecar_path(p).exists())
 
 
+DERIVED_TABLES = (".ceilings.csv", ".health.csv")  # written beside runs by `ceilings`, not runs themselves
+STATIC_DIR = "static"  # results/static/<arch>.csv: `rooflab compile`'s table, not a run
+
+
 def _orphans(root: Path, skip: tuple[Path, ...]) -> list[Path]:
-    """CSVs under a directory without a run sidecar (not the ceilings tables written beside runs)."""
+    """CSVs under a directory without a run sidecar (not the tables rooflab writes beside runs)."""
     if not root.is_dir():
         return []
     found = []
     for path in sorted(root.rglob("*.csv")):
-        if sidecar_path(path).exists() or path.name.endswith(".ceilings.csv"):
+        if sidecar_path(path).exists() or path.name.endswith(DERIVED_TABLES):
+            continue
+        if STATIC_DIR in path.relative_to(root).parts[:-1]:
             continue
         if any(path.resolve().is_relative_to(s.resolve()) for s in skip):
             continue
