@@ -261,7 +261,10 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
 
 def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
     x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
-    return launch_spaces(lambda: qgemv(x, qw), {"qgemv": _qgemv_kernel}, limits)
+    try:
+        return launch_spaces(lambda: qgemv(x, qw), {"qgemv": _qgemv_kernel}, limits)
+    finally:
+        _SCRATCH.pop(x.device, None)  # the launcher's reusable scratch is for real devices only
 
 
 def _triton_skip(case: Case, caps: DeviceCaps) -> str | None:

@@ -202,6 +202,15 @@ def test_every_triton_impl_lists_what_it_would_compile(name):
         assert set(constexprs) <= set(names) and set(names[:len(args)]).isdisjoint(constexprs)
 
 
+def test_hooks_leave_no_meta_tensors_in_launcher_caches():
+    """qgemv's launcher keeps its split-K scratch per device: a hook's meta scratch must not stay."""
+    from kernels.qgemv import _SCRATCH
+
+    spec = registry.get("qgemv")
+    spec.impl("triton").candidates(spec.case("fp16", M=1, N=4096, K=4096), HOPPER)
+    assert torch.device("meta") not in _SCRATCH
+
+
 def test_the_hook_plans_for_the_limits_it_is_given():
     """Batch-1 decode splits the cache over 132 SMs (decode + merge kernels); on a 4-SM device its
     8 programs already fill the GPU, so one kernel runs, with a longer chunk in its tuning key."""
