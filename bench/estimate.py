@@ -29,7 +29,10 @@ from kernels import registry
 from kernels.errors import UsageError
 from kernels.spec import DeviceCaps
 
-COMPILE_S = 1.2  # one Triton config compiled (host, 16-core GPU node; cached afterwards)
+# One Triton config compiled for sm_90a, host seconds (serial: the autotuner compiles one at a time).
+# Measured here: `rooflab compile --check --jobs 2` compiled the headline plan's 834 configs in 159 s on
+# 2 cores under Triton 3.6, 0.38 s per config per core; 1.5× that for slower hosts and bigger kernels.
+COMPILE_S = 0.6
 CACHED_LOAD_S = 0.05  # one kernel loaded from Triton's on-disk cache
 EFFICIENCY = 0.7  # fraction of the roofline a kernel reaches, for its predicted time
 LAUNCH_S = 4e-6  # per-launch floor (launch latency, tail)
