@@ -234,7 +234,7 @@ def _warm_up(run: Callable[[], object], backend: Backend, policy: SamplingPolicy
 def _launches(typical: float, policy: SamplingPolicy, copies: Copies | None) -> int:
     """R: 1 for long kernels; for short ones enough launches for a sample_target_s sample, and in cold
     mode enough distinct copies to exceed 2× L2, within the copies' memory budget and max_launches."""
-    if copies is None or typical >= policy.short_below_s:
+    if copies is None or typical >= policy.short_below_s or typical <= 0:  # 0: below one event tick, unknown
         return 1
     wanted = math.ceil(policy.sample_target_s / max(typical, 1e-9))
     if policy.l2 is L2Mode.COLD:
