@@ -35,7 +35,7 @@ def _one_line_or_success(code, err):
         assert line.startswith(("rooflab", "  ")) or not line.strip(), line
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(csv_bytes=CSVS, sidecar=SIDECARS)
 def test_report_names_the_bad_file_and_reports_the_rest(tmp_path, capsys, csv_bytes, sidecar):
     _tree(tmp_path / "results", csv_bytes, sidecar)
