@@ -34,7 +34,8 @@ def static_section(results_dir: Path) -> str:
     out = ["## Hopper compile check (STATIC: compiled on a CPU, nothing run)\n",
            "Every config each family's pruner keeps for the headline shapes, compiled for the target by "
            "`rooflab compile` (ptxas from the Triton wheel). Spill bytes are stores + loads per thread; "
-           "16-byte loads = `ld.global.v4` of 32-bit lanes present. A memory-bound kernel that spills or loses "
+           "16-byte loads or stores = `ld.global.v4`/`st.global.v4` of 32-bit lanes present (TMA moves tiles "
+           "without them). A memory-bound kernel that spills or loses "
            "its 16-byte loads cannot reach the DRAM roof; CI fails on either (`rooflab compile --check`).\n"]
     for path in files:
         try:
@@ -57,10 +58,11 @@ def static_section(results_dir: Path) -> str:
                           f"{len(spilled)} (max {int(spilled['spill'].max())} B)" if len(spilled) else "0",
                           f"{group['smem'].max() / 1024:.0f} KiB",
                           f"{_yes(group['wgmma']).sum()}/{len(group)}", f"{_yes(group['tma']).sum()}/{len(group)}",
-                          f"{_yes(group['ld_global_v4']).sum()}/{len(group)}", notes])
+                          f"{(_yes(group['ld_global_v4']) | _yes(group.get('st_global_v4', group['ld_global_v4']))).sum()}"
+                          f"/{len(group)}", notes])
         out.append(f"### {arch} (Triton {triton}; `{path.as_posix()}`)\n")
         out.append(table(["kernel", "variant", "configs", "not compiled", "max registers", "configs spilling",
-                          "max smem", "wgmma", "TMA", "16-byte loads", "why a spill is kept"], lines))
+                          "max smem", "wgmma", "TMA", "16-byte loads or stores", "why a spill is kept"], lines))
     return "\n".join(out)
 
 
