@@ -1,6 +1,6 @@
 """FLOPs and bytes of the workloads the predictions use, from shapes alone and without torch.
 
-The same formulas as the kernel specs (``kernels/gemm.py`` linear_flops/linear_bytes,
+The same formulas as the kernel specs (``kernels/linear.py`` linear_flops/linear_bytes,
 ``attn_decode`` and ``attn_prefill`` _flops/_bytes), so a prediction and a measured row of the same
 shape count the same work; tests/test_analysis_predicted.py checks them against the specs.
 

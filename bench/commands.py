@@ -107,7 +107,7 @@ def _target(args):
 
 def _shard(args):
     """--shard i/n, or auto from Slurm/torchrun/Kubernetes; shards must share a seed to merge into one run."""
-    from bench.sweep import Shard
+    from bench.shards import Shard
 
     if not args.shard:
         return None
@@ -215,7 +215,8 @@ def _dry_sweep(args) -> int:
     from bench.options import adhoc_points
     from bench.plan import Stage, dry_run
     from bench.suites import expand, get_suite
-    from bench.sweep import Shard, SweepOptions, pending
+    from bench.shards import Shard
+    from bench.sweep import SweepOptions, pending
 
     points = expand(get_suite(args.suite).sweeps) if args.suite else adhoc_points(args)
     out = Path(args.out) if args.out else Path("/nonexistent/rooflab.csv")

@@ -29,7 +29,7 @@ from kernels.attn_decode import (
 )
 from kernels.attn_ref import pick_sdpa_backend
 from kernels.attn_tiles import HEAD_DIMS
-from kernels.gemm import interpreter_bf16_skip
+from kernels.linear import interpreter_bf16_skip
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace, poisoned, scaled_randn
 from kernels.tuning import HOPPER, Limits, describe

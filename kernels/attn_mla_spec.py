@@ -33,7 +33,7 @@ from kernels.attn_decode_spec import (
 )
 from kernels.attn_mla import _attn_mla_tuned, _check_mla, attn_mla, block_h, mla_reference
 from kernels.attn_ref import pick_sdpa_backend
-from kernels.gemm import interpreter_bf16_skip
+from kernels.linear import interpreter_bf16_skip
 from kernels.models import DEEPSEEK_V3
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace, poisoned, scaled_randn

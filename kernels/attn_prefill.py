@@ -28,7 +28,7 @@ import triton.language as tl
 
 from kernels.attn_ref import CausalAlign, attention_reference, causal_pairs, pick_sdpa_backend
 from kernels.attn_tiles import HEAD_DIMS, LOG2E, MAX_HEAD_DIM, block_d, load_rows
-from kernels.gemm import interpreter_bf16_skip
+from kernels.linear import interpreter_bf16_skip
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import (
     Axis,

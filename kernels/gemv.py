@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.gemm import (
+from kernels.linear import (
     LINEAR_TOLERANCE,
     TORCH_IMPL,
     check_linear_args,

@@ -16,12 +16,12 @@ from kernels.gemm import (
     gemm,
     gemm_configs,
     gemm_tma_configs,
-    linear_reference,
     shared_memory_bytes,
     shared_memory_limit,
     tma_eligible,
 )
 from kernels.gemm_fp8 import FP8_MAX, quantize_rowwise
+from kernels.linear import linear_reference
 from kernels.spec import DeviceCaps, DType, generator_for, relative_error
 
 INTERPRETER_DTYPES = ("fp16", "fp32")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kernels.check import check_point
-from kernels.gemm import linear_reference, shared_memory_limit
+from kernels.gemm import shared_memory_limit
+from kernels.linear import linear_reference
 from kernels.gemv import DEFAULT_SMS, GEMV, MAX_SPLIT, gemv, gemv_candidates, gemv_workspace, split_for
 from kernels.spec import DeviceCaps, DType, relative_error
 from tests.test_gemm import assert_matches_reference, cancelling_inputs, impl_skip, operands

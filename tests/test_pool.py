@@ -13,7 +13,8 @@ from bench.merge import merge_runs
 from bench.pool import leftover_parts, run_pool
 from bench.results import ResultWriter, columns_for, load_csv, read_sidecar, write_sidecar
 from bench.suites import Point
-from bench.sweep import Shard, SweepOptions
+from bench.shards import Shard
+from bench.sweep import SweepOptions
 from bench.timing import SamplingPolicy
 from kernels.errors import UsageError
 from kernels.gemm import GEMM
