@@ -81,7 +81,7 @@ def worker_main(gpu: int, worker: int, part: Path, points: list[Point], options:
 
 def _work(worker, part, points, options, seed, interpret, conn) -> None:
     from bench import device as devices
-    from bench.sweep import Runner, base_row, new_metadata, sticky_cuda_error
+    from bench.sweep import Runner, base_row, new_metadata, short_tuning, sticky_cuda_error
 
     target = devices.detect(interpret=interpret)
     runner = Runner(target, options.policy, seed)
@@ -90,7 +90,7 @@ def _work(worker, part, points, options, seed, interpret, conn) -> None:
     base = base_row(options.out.stem, options.suite, target)
     write_sidecar(part, metadata)
     conn.send(("ready", {"base": base, "l2_bytes": target.caps.l2_bytes}))
-    with ResultWriter(part, columns_of(points)) as writer:
+    with ResultWriter(part, columns_of(points)) as writer, short_tuning(runner.backend):
         while (message := conn.recv())[0] == "run":
             index = message[1]
             row = runner.row(points[index], base)

@@ -255,11 +255,16 @@ def _progress(points: list[Point], enabled: bool):
 
 
 @contextlib.contextmanager
-def _restoring(benchmark):
+def short_tuning(backend: Backend | None):
+    """While a sweep runs, the autotuner benchmarks each config with a few cold-L2 runs on ``backend``
+    (``tuning_benchmark``), not Triton's 100 ms default; the previous benchmark is restored after."""
+    saved = TUNER.benchmark
+    if backend is not None:
+        TUNER.benchmark = functools.partial(tuning_benchmark, backend)
     try:
         yield
     finally:
-        TUNER.benchmark = benchmark
+        TUNER.benchmark = saved
 
 
 def _timing_record(policy: SamplingPolicy) -> dict:
@@ -326,10 +331,7 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
         writer = ResultWriter(out, columns)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    saved_benchmark = TUNER.benchmark
-    if runner.backend is not None:  # autotuning benchmarks a few cold-L2 runs per config, not 100 ms
-        TUNER.benchmark = functools.partial(tuning_benchmark, runner.backend)
-    with writer, _restoring(saved_benchmark):
+    with writer, short_tuning(runner.backend):
         write_sidecar(out, metadata)
         for done_count, point in enumerate(_progress(todo, options.progress)):
             if stop is not None and stop(point):

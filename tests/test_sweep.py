@@ -84,3 +84,16 @@ def test_a_lost_cuda_context_stops_the_sweep_after_writing_the_row(tmp_path, mon
         sweep(tmp_path, points)
     frame = load_csv(tmp_path / "run.csv")
     assert list(frame["status"]) == ["failed"]
+
+
+def test_a_sweep_tunes_with_the_short_benchmark_and_restores_the_old_one(tmp_path, monkeypatch):
+    from bench.sweep import short_tuning
+    from kernels.tuning import TUNER
+
+    before = object()
+    monkeypatch.setattr(TUNER, "benchmark", before)
+    with short_tuning(HostClockBackend()):
+        assert TUNER.benchmark is not before and TUNER.benchmark.func.__name__ == "tuning_benchmark"
+    assert TUNER.benchmark is before
+    with short_tuning(None):  # the interpreter: nothing to time, nothing installed
+        assert TUNER.benchmark is before
