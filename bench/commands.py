@@ -125,8 +125,11 @@ def _gpus(args) -> list[int] | None:
     if not getattr(args, "gpus", None):
         return None
     if args.interpret:
-        count = os.cpu_count() or 1 if args.gpus == "all" else max(int(g) for g in args.gpus.split(",") if g) + 1
-        return parse_gpus(args.gpus, count)
+        if args.gpus.strip().lower() == "all":
+            return parse_gpus("all", os.cpu_count() or 1)
+        indices = [part for part in args.gpus.split(",") if part.strip()]
+        return parse_gpus(args.gpus, max(int(i) for i in indices) + 1 if all(i.strip().isdigit() for i in indices)
+                          and indices else 1)
     import torch
 
     return parse_gpus(args.gpus, torch.cuda.device_count())
