@@ -76,14 +76,16 @@ def test_a_worker_killed_mid_point_is_replaced_and_its_point_recorded_failed(tmp
 
 
 def test_a_gpu_whose_worker_dies_twice_leaves_the_pool(tmp_path):
-    points = copy_points(6)
+    points = copy_points(20)
+    kills = []
 
     def on_event(kind, worker, detail):
         if kind == "sent" and detail[0] is not None:
             if worker.gpu == 1:
+                kills.append(worker.id)
                 os.kill(worker.process.pid, signal.SIGKILL)
-            else:
-                time.sleep(1.0)  # GPU 0 is slow: GPU 1's workers get points before the queue runs dry
+            elif len(kills) < 2:
+                time.sleep(1.0)  # GPU 0 is slow until GPU 1 has failed twice: the queue cannot run dry first
 
     summary = run_pool(points, options(tmp_path), [0, 1], interpret=True, seed=SEED, on_event=on_event)
     assert summary.dropped == [1] and "left the pool" in summary.line()
