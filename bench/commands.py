@@ -91,7 +91,7 @@ def cmd_devices(args) -> int:
     for row in device.list_devices():
         print(f"cuda:{row['index']}  {row['name']}  sm_{row['capability'].replace('.', '')}  "
               f"{row['sm_count']} SMs  L2 {row['l2_mib']:.0f} MiB  {row['memory_gib']:.1f} GiB  "
-              f"results/{row['slug']}/")
+              f"{row['uuid'] or '(no uuid)'}  results/{row['slug']}/")
     return 0
 
 
