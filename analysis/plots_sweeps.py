@@ -10,8 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.plots import (BASELINE_COLOUR, _figure, _legend_outside, family_colour, impl_marker, log_axis, plain,
-                            save, si, time_axis)
+from analysis.plots import (BASELINE_COLOUR, _figure, _legend_outside, family_colour, impl_marker, log_axis, save, si, time_axis)
 from analysis.roofline import Roof, predicted_time
 from analysis.sweeps import SweepFit, roof_knee
 

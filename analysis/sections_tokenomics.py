@@ -10,7 +10,7 @@ import pandas as pd
 from analysis import claims, plots, plots_theory
 from analysis.markdown import MISSING, exact, number, percent, quantity, table
 from analysis.sections import Device
-from analysis.tokenomics import (BF16, HEADROOM, PRESETS, SCENARIOS, FittedKernels, Preset, RooflineKernels,
+from analysis.tokenomics import (BF16, HEADROOM, PRESETS, FittedKernels, Preset, RooflineKernels,
                                  decode_step, kv_bytes_per_token, parameters, shard_shapes, weight_bytes_per_gpu)
 
 PAGE = "tokenomics.md"

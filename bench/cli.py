@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import itertools
 import os
-import shlex
 import sys
 from pathlib import Path
 

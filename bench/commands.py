@@ -170,13 +170,13 @@ def _run_seed(options) -> int:
     import random
 
     from bench.resume import continued_run
-    from bench.sweep import _timing_record
+    from bench.sweep import timing_record
 
     out = options.out
     if options.resume and out.exists() and out.stat().st_size > 0:
         mode = "interpret" if options.interpret else "cuda"
         meta = continued_run(out, seed=options.seed, suite=options.suite, mode=mode,
-                             shard=str(options.shard) if options.shard else "", timing=_timing_record(options.policy))
+                             shard=str(options.shard) if options.shard else "", timing=timing_record(options.policy))
         return int(meta["seed"])
     return options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
 

@@ -51,7 +51,6 @@ class PlanSummary:
     elapsed_s: float = 0.0
     files: list[Path] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
-    done: dict[str, int] = field(default_factory=dict)  # stage -> points run (now or earlier)
     left: dict[str, tuple[Point, ...]] = field(default_factory=dict)  # stage -> points not run
     left_tiers: Counter = field(default_factory=Counter)  # headline tier -> points not run
     left_estimate_s: float = 0.0

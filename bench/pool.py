@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.merge import merge_runs
-from bench.resume import point_key_text, repair_partial_line
+from bench.resume import repair_partial_line
 from bench.results import ResultWriter, Status, sidecar_path, write_sidecar
 from bench.suites import Point
 from bench.sweep import SweepOptions, columns_of, describe, pending
@@ -291,12 +291,6 @@ def merge_parts(out: Path) -> None:
     for part in leftover_parts(out):
         part.unlink(missing_ok=True)
         sidecar_path(part).unlink(missing_ok=True)
-
-
-def _key(point: Point, options: SweepOptions) -> tuple[str, ...]:
-    policy = options.policy.with_overrides(point.timing)
-    return point_key_text(point.kernel, point.impl, point.case.dtype.value, (v for _, v in point.case.values),
-                          policy.l2.value, policy.graph.value)
 
 
 def run_pool(points: list[Point], options: SweepOptions, gpus: list[int], *, interpret: bool, seed: int,

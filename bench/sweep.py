@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import math
 import random
 import sys
 import zlib
@@ -100,6 +99,13 @@ def clone_inputs(value: Any) -> Any:
     return value
 
 
+def point_key(point: Point, policy: SamplingPolicy) -> tuple[str, ...]:
+    """A point's identity as its CSV row spells it (with the l2/graph policy it runs under), for --resume."""
+    policy = policy.with_overrides(point.timing)
+    return point_key_text(point.kernel, point.impl, point.case.dtype.value, (v for _, v in point.case.values),
+                          policy.l2.value, policy.graph.value)
+
+
 def describe(point: Point, policy: SamplingPolicy, l2_bytes: int) -> dict:
     """A row's identity and cost columns, from the point alone: what it is, before anything runs."""
     spec = registry.get(point.kernel)
@@ -152,10 +158,6 @@ class Runner:
         self._monitor = monitor or (functools.partial(devices.ClockMonitor, index) if self.mode is Mode.CUDA
                                     else None)
 
-    def key_text(self, point: Point) -> tuple[str, ...]:
-        policy = self.policy.with_overrides(point.timing)
-        return point_key_text(point.kernel, point.impl, point.case.dtype.value, (v for _, v in point.case.values),
-                              policy.l2.value, policy.graph.value)
 
     def row(self, point: Point, base: dict) -> dict:
         spec = registry.get(point.kernel)
@@ -238,12 +240,7 @@ def pending(points: list[Point], options: SweepOptions) -> list[Point]:
         points = options.shard.select(points)
     done = recorded(options.out, repair=False).keys if options.resume and options.out.is_file() else frozenset()
 
-    def key(point: Point) -> tuple[str, ...]:
-        policy = options.policy.with_overrides(point.timing)
-        return point_key_text(point.kernel, point.impl, point.case.dtype.value, (v for _, v in point.case.values),
-                              policy.l2.value, policy.graph.value)
-
-    return [p for p in points if key(p) not in done]
+    return [p for p in points if point_key(p, options.policy) not in done]
 
 
 def _progress(points: list[Point], enabled: bool):
@@ -267,7 +264,7 @@ def short_tuning(backend: Backend | None):
         TUNER.benchmark = saved
 
 
-def _timing_record(policy: SamplingPolicy) -> dict:
+def timing_record(policy: SamplingPolicy) -> dict:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(policy).items()}
 
 
@@ -279,7 +276,7 @@ def new_metadata(out: Path, options: SweepOptions, target: devices.Target, seed:
         "mode": (Mode.INTERPRET if target.caps.interpret else Mode.CUDA).value, "suite": options.suite,
         "seed": seed, "command": options.command, "shard": str(options.shard) if options.shard else "",
         "device": target.metadata, "software": devices.software(), **devices.git_commit(),
-        "timing": _timing_record(options.policy), **options.extra,
+        "timing": timing_record(options.policy), **options.extra,
     }
 
 
@@ -313,7 +310,7 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
     done: frozenset = frozenset()
     if options.resume and out.exists() and out.stat().st_size > 0:
         metadata = continued_run(out, seed=options.seed, suite=options.suite, mode=mode, shard=shard,
-                                 timing=_timing_record(options.policy))
+                                 timing=timing_record(options.policy))
         previous = recorded(out)
         done, note = previous.keys, previous.note
         metadata.setdefault("resumed", []).append(now.isoformat(timespec="seconds"))
@@ -323,7 +320,7 @@ def run_sweep(points: list[Point], options: SweepOptions, target: devices.Target
         metadata = new_metadata(out, options, target, run_seed)
     run_id = metadata["run_id"]
     runner = Runner(target, options.policy, run_seed, backend)
-    todo = [p for p in points if runner.key_text(p) not in done]
+    todo = [p for p in points if point_key(p, options.policy) not in done]
     base = base_row(run_id, options.suite, target)
     counts: Counter[str] = Counter()
     left: list[Point] = []

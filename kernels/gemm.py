@@ -38,7 +38,7 @@ from kernels.linear import (
     precision_note,
 )
 from kernels.spec import Case, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace
-from kernels.spaces import launch_spaces, meta
+from kernels.spaces import launch_spaces
 from kernels.tuning import Limits, autotune, describe, device_limits
 
 GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2

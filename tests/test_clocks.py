@@ -2,7 +2,6 @@
 
 import types
 
-import pytest
 import torch
 
 from bench import device as devices
