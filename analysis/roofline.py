@@ -59,6 +59,9 @@ def efficiency(flops, nbytes, seconds, peak: float, bandwidth: float):
     return predicted_time(flops, nbytes, peak, bandwidth) / np.asarray(seconds, dtype=float)
 
 
+ROUNDING = 1e-9  # relative size below which a fitted term is rounding residue
+
+
 def affine_in_batch(batch, values) -> tuple[float, float]:
     """(fixed, per_batch) with values ≈ fixed + per_batch·batch (flops and bytes of a batch sweep are affine)."""
     batch = np.asarray(batch, dtype=float)
@@ -67,6 +70,13 @@ def affine_in_batch(batch, values) -> tuple[float, float]:
         return float("nan"), float("nan")
     design = np.column_stack([np.ones_like(batch), batch])
     (fixed, per_batch), *_ = np.linalg.lstsq(design, values, rcond=None)
+    # least squares leaves rounding residue (≈1e-16 of the scale, different across numpy builds) where
+    # the true term is zero: snap it, so "no fixed cost" reads exactly 0 everywhere
+    scale = float(np.max(np.abs(values))) if values.size else 0.0
+    if abs(fixed) <= ROUNDING * scale:
+        fixed = 0.0
+    if abs(per_batch) * float(np.max(np.abs(batch))) <= ROUNDING * scale:
+        per_batch = 0.0
     return float(fixed), float(per_batch)
 
 

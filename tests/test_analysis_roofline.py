@@ -65,3 +65,18 @@ def test_knee_batch_edge_cases():
     assert knee_batch(batch, 1.0 * batch, 1.0 * batch, PEAK, BW) == math.inf
     assert knee_batch(batch, 1000.0 * batch, 1.0 * batch, PEAK, BW) == 0.0  # above the ridge from the start
     assert math.isnan(knee_batch(batch, 1.0 * batch, 1.0 * batch, float("nan"), BW))
+
+
+def test_knee_batch_exact_zero_despite_lstsq_rounding(monkeypatch):
+    """numpy 2.5's lstsq leaves ≈5e-16 where the intercept is 0: the knee must still read exactly 0."""
+    real = np.linalg.lstsq
+
+    def residue(a, b, rcond=None):
+        solution, *rest = real(a, b, rcond=rcond)
+        fixed, per_batch = solution
+        return (np.array([fixed - 5e-16 * abs(per_batch), per_batch]), *rest)
+
+    monkeypatch.setattr(np.linalg, "lstsq", residue)
+    batch = np.array([1, 2, 4])
+    assert knee_batch(batch, 1000.0 * batch, 1.0 * batch, PEAK, BW) == 0.0
+    assert knee_batch(batch, 0 * batch, 8 * batch, PEAK, BW) == math.inf
