@@ -20,8 +20,8 @@ import pandas as pd
 
 from kernels.errors import UsageError
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # v1 files load with the v2 columns filled as "not recorded"
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # older files load with the newer columns filled as "not recorded"
 
 
 class Status(str, Enum):
@@ -65,12 +65,19 @@ METRIC_COLUMNS = (
     "tune_s",  # host seconds spent compiling and autotuning before the gate (0: cached or nothing to tune)
     "max_elem_err",  # worst |out − ref| / (atol + rtol·|ref|) over the elements; ≤ 1 passes
     "gpu",  # which GPU measured the row (NVML UUID, else cuda:<index>); several GPUs of a node share a run
+    # schema 3
+    "timer",  # what median/p20/p80/cv are from: "kernel" (device timestamps of the run's kernels) or "event"
+    "event_s",  # per-launch median by CUDA events around each sample (node gaps, graph start-up included)
+    "kernel_s",  # per-launch median of the run's summed kernel durations (device timestamps); empty: no trace
+    "overhead_s",  # event_s − kernel_s: what launching adds per launch
+    "gap_s",  # median idle time between consecutive kernels of one sample (graph node gap)
 )
 BOOL_COLUMNS = ("l2_resident", "converged")
 V2_COLUMNS = ("ci_rel", "converged", "launches_per_sample", "tune_s", "max_elem_err", "gpu")
+V3_COLUMNS = ("timer", "event_s", "kernel_s", "overhead_s", "gap_s")
 NUMERIC_COLUMNS = ("flops", "bytes", "intensity", "footprint_bytes", "median_s", "p20_s", "p80_s", "cv",
                    "samples", "tflops", "gbps", "rel_err", "sm_clock_mhz", "ci_rel", "launches_per_sample",
-                   "tune_s", "max_elem_err")
+                   "tune_s", "max_elem_err", "event_s", "kernel_s", "overhead_s", "gap_s")
 
 
 def columns_for(axis_names: Iterable[str]) -> list[str]:
@@ -142,7 +149,8 @@ def load_csv(path: Path | str) -> pd.DataFrame:
     path = Path(path)
     try:
         frame = pd.read_csv(path, keep_default_na=True, dtype={"config": str, "error": str, "label": str,
-                                                                "throttle": str, "suite": str, "gpu": str})
+                                                                "throttle": str, "suite": str, "gpu": str,
+                                                                "timer": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if "schema_version" not in frame.columns:
@@ -156,6 +164,11 @@ def load_csv(path: Path | str) -> pd.DataFrame:
         frame["launches_per_sample"] = frame["launches_per_sample"].fillna(1)
         frame["converged"] = frame["converged"].where(frame["converged"].notna(),
                                                       ~frame["error"].fillna("").astype(str).str.startswith("noise"))
+    if versions and max(versions) < 3:  # before kernel timestamps: every time was the event timer's
+        frame = frame.assign(**{c: None for c in V3_COLUMNS if c not in frame.columns})
+        if "median_s" in frame.columns:
+            timed_rows = pd.to_numeric(frame["median_s"], errors="coerce").notna()
+            frame["timer"] = frame["timer"].where(frame["timer"].notna(), timed_rows.map({True: "event", False: None}))
     missing = [c for c in (*ID_COLUMNS, *METRIC_COLUMNS) if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: malformed results file, missing columns: {', '.join(missing)}")
@@ -182,7 +195,7 @@ def load_csv(path: Path | str) -> pd.DataFrame:
     timed = (frame["status"] == Status.OK.value) & (frame["mode"] == Mode.CUDA.value)
     if (frame.loc[timed, "median_s"].fillna(0) <= 0).any():
         raise ResultsError(f"{path}: an ok row timed on CUDA has no positive median_s")
-    for text_column in ("config", "error", "label", "throttle", "suite", "gpu"):
+    for text_column in ("config", "error", "label", "throttle", "suite", "gpu", "timer"):
         frame[text_column] = frame[text_column].fillna("")
     frame["source"] = str(path)
     return frame

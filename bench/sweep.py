@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import math
 import random
 import sys
 import zlib
@@ -25,7 +26,9 @@ from bench.resume import continued_run, point_key_text, recorded
 from bench.results import SCHEMA_VERSION, Mode, ResultWriter, Status, columns_for, write_sidecar
 from bench.shards import Shard
 from bench.suites import Point
-from bench.timing import Backend, Copies, CudaBackend, SamplingPolicy, measure, tuning_benchmark
+from bench.cuda_backend import CudaBackend
+from bench.timeline import TimeFigure
+from bench.timing import Backend, Copies, SamplingPolicy, measure, tuning_benchmark
 from kernels import registry
 from kernels.check import check_point
 from kernels.spec import UsageError
@@ -53,6 +56,11 @@ class Summary:
     run_id: str
     note: str = ""  # e.g. a partial last row dropped on resume
     left: tuple[Point, ...] = ()  # points a stop() left unrun
+
+
+def _finite(value: float) -> float | None:
+    """A measured figure, or empty where it was not measured (no kernel trace, one kernel per sample)."""
+    return value if math.isfinite(value) else None
 
 
 def _seed_for(point: Point, run_seed: int) -> int:
@@ -189,16 +197,17 @@ class Runner:
 
     def _timed(self, spec, impl, point: Point, policy: SamplingPolicy, checked, footprint: int) -> dict:
         copies = self._copies(spec, impl, point, checked, footprint)
+        figure = TimeFigure.EVENT if "latency" in spec.tags else TimeFigure.KERNEL
         monitor = self._monitor() if self._monitor else None
         if monitor is not None:
             with monitor:
-                m = measure(checked.launch.run, self.backend, policy, copies)
+                m = measure(checked.launch.run, self.backend, policy, copies, figure)
             reading = monitor.reading
             if reading.error:
                 self.nvml_errors[reading.error] += 1
             clock, throttle = reading.min_sm_mhz, " ".join(reading.throttle)
         else:
-            m = measure(checked.launch.run, self.backend, policy, copies)
+            m = measure(checked.launch.run, self.backend, policy, copies, figure)
             clock, throttle = None, ""
         flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
         return {
@@ -206,6 +215,8 @@ class Runner:
             "samples": m.samples, "converged": m.converged, "launches_per_sample": m.launches_per_sample,
             "tflops": flops / m.median_s / 1e12, "gbps": nbytes / m.median_s / 1e9,
             "launch": m.launch, "sm_clock_mhz": clock, "throttle": throttle, "error": m.warning,
+            "timer": m.timer, "event_s": m.event_s, "kernel_s": _finite(m.kernel_s),
+            "overhead_s": _finite(m.overhead_s), "gap_s": _finite(m.gap_s),
         }
 
     def _run(self, spec, impl, point: Point, policy: SamplingPolicy, footprint: int) -> dict:

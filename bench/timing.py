@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterable, Protocol
 
 import numpy as np
+
+from bench.stats import drift_rel, median_ci_rel, robust_cv
+from bench.timeline import KernelPass, TimeFigure, Timer, closure_pass
 
 
 class L2Mode(str, Enum):
@@ -72,6 +74,10 @@ class Backend(Protocol):
 
     def capture(self, fn: Callable[[], object]) -> Callable[[], object] | None:
         """A replayable graph of ``fn``, or None where it cannot be captured."""
+
+    # Optional (a backend without them is timed by events alone):
+    # trace() -> context manager yielding a list of timeline.KernelRecord, filled when the block ends;
+    # mark() -> enqueue the bracket kernel timeline.MARK_NAME.
 
 
 @dataclass(frozen=True)
@@ -142,42 +148,16 @@ class Measurement:
     launches_per_sample: int
     warmup_runs: int
     warning: str = ""  # why it did not converge, when it did not
+    timer: str = Timer.EVENT.value  # what median/p20/p80/cv are from: kernel timestamps or events
+    event_s: float = math.nan  # per-launch median by CUDA events (R launches ÷ R, gaps included)
+    kernel_s: float = math.nan  # per-launch median of the closure's summed kernel durations
+    gap_s: float = math.nan  # median idle time between consecutive kernels of one traced sample
+    lead_s: float = math.nan  # median time from the bracket to the first kernel (launch / graph start-up)
 
-
-def robust_cv(samples: list[float] | np.ndarray) -> float:
-    """1.4826·MAD/median: the relative standard deviation for normal noise, blind to rare outliers."""
-    values = np.asarray(samples, dtype=np.float64)
-    if values.size < 2:
-        return math.inf
-    median = float(np.median(values))
-    if median <= 0:
-        return math.inf
-    return 1.4826 * float(np.median(np.abs(values - median))) / median
-
-
-def median_ci_rel(samples: list[float] | np.ndarray, z: float = 1.96) -> float:
-    """Half-width of the distribution-free 95 % confidence interval of the median, over the median.
-
-    Order statistics: the median lies between the j-th and k-th smallest of n samples with
-    j, k = n/2 ∓ z·√n/2 (binomial(n, ½) by the normal approximation); inf with too few samples.
-    """
-    values = np.sort(np.asarray(samples, dtype=np.float64))
-    n = values.size
-    half = z * math.sqrt(n) / 2
-    low, high = math.floor(n / 2 - half), math.ceil(n / 2 + half) - 1
-    if n < 6 or low < 0 or high >= n:
-        return math.inf
-    median = float(np.median(values))
-    return (values[high] - values[low]) / (2 * median) if median > 0 else math.inf
-
-
-def drift_rel(samples: list[float] | np.ndarray) -> float:
-    """|median of the first half − median of the second half| / median: clocks that changed mid-point."""
-    values = np.asarray(samples, dtype=np.float64)
-    if values.size < 12:
-        return 0.0
-    half = values.size // 2
-    return abs(float(np.median(values[:half]) - np.median(values[half:]))) / float(np.median(values))
+    @property
+    def overhead_s(self) -> float:
+        """Per launch, what the event timer adds to the kernels' own time (gaps, start-up, event latency)."""
+        return self.event_s - self.kernel_s
 
 
 def summarize(samples: list[float], *, converged: bool, launch: str, warmup_runs: int,
@@ -189,11 +169,12 @@ def summarize(samples: list[float], *, converged: bool, launch: str, warmup_runs
 
 
 def _sample(run: Callable[[], object], backend: Backend, count: int, flush: bool, hold_s: float = 0.0,
-            per_sample: int = 1) -> tuple[list[float], float]:
+            per_sample: int = 1, mark: Callable[[], None] | None = None) -> tuple[list[float], float]:
     """``count`` timed runs, each after an untimed L2 flush, behind one hold; one sync at the end.
 
-    Returns the device time per launch of each sample and the host seconds spent enqueueing one
-    sample (what a hold must cover).
+    With ``mark``, each sample is bracketed by marks just outside its events, so a kernel trace can
+    tell the run's kernels from the flush's. Returns the device time per launch of each sample and
+    the host seconds spent enqueueing one sample (what a hold must cover).
     """
     if hold_s > 0:
         backend.hold(hold_s)
@@ -203,9 +184,13 @@ def _sample(run: Callable[[], object], backend: Backend, count: int, flush: bool
         if flush:
             backend.flush_l2()
         start, end = backend.event(), backend.event()
+        if mark:
+            mark()
         start.record()
         run()
         end.record()
+        if mark:
+            mark()
         pairs.append((start, end))
     enqueue_s = (backend.host_time() - began) / count
     backend.synchronize()
@@ -243,12 +228,82 @@ def _launches(typical: float, policy: SamplingPolicy, copies: Copies | None) -> 
     return max(1, min(wanted, policy.max_launches))
 
 
+TRACE_MAX_KERNELS = 20_000  # kernels in one traced batch: bounds the profiler's buffers and parsing
+KERNEL_OVER_EVENT = 1.05  # serial kernels cannot outlast the events around them: more means a bad trace
+
+
+@dataclass
+class _Traces:
+    """The kernel-timestamp side of one point's sampling (empty when the backend cannot trace)."""
+
+    on: bool
+    samples: list[float] = dataclasses.field(default_factory=list)  # per launch
+    gaps: list[float] = dataclasses.field(default_factory=list)
+    leads: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, traced: KernelPass | None, launches: int) -> None:
+        if traced is None:  # one unreadable trace and the whole point is timed by events: no mixed figures
+            self.on, self.samples = False, []
+            return
+        self.samples += [t / launches for t in traced.per_sample_s]
+        self.gaps.append(traced.gap_s)
+        self.leads.append(traced.lead_s)
+
+
+def _batch(sample_fn, backend: Backend, count: int, flush: bool, hold_s: float, launches: int,
+           traces: _Traces) -> tuple[list[float], float]:
+    """One batch of samples; under the backend's kernel trace while ``traces.on``."""
+    if not traces.on:
+        return _sample(sample_fn, backend, count, flush, hold_s, launches)
+    with backend.trace() as records:
+        times, enqueue_s = _sample(sample_fn, backend, count, flush, hold_s, launches, mark=backend.mark)
+    traces.add(closure_pass(records, count), launches)
+    return times, enqueue_s
+
+
+def _judge(samples: list[float], policy: SamplingPolicy) -> tuple[bool, str]:
+    """The stopping rule on ``samples``: (met, why not)."""
+    ci, drift = median_ci_rel(samples), drift_rel(samples)
+    if drift > max(3 * ci, policy.max_noise):
+        return False, f"samples drift {drift:.1%} between the first and second half (throttling or clock changes?)"
+    if not ci <= policy.max_noise:
+        return False, f"median's 95 % CI ±{ci:.2%} above the {policy.max_noise:.2%} target at timeout"
+    return True, ""
+
+
+def _nanmedian(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.median(finite)) if finite else math.nan
+
+
+def _figures(samples: list[float], traces: _Traces, figure: TimeFigure, policy: SamplingPolicy, enough: bool,
+             **common) -> Measurement:
+    """The row: kernel-timestamp statistics where the trace is sound and the family times kernels, else events."""
+    event = summarize(samples, converged=False, **common)
+    kernel = summarize(traces.samples, converged=False, **common) if traces.on and traces.samples else None
+    resolution = 0.5e-6 / common["launches_per_sample"]  # one event tick, per launch
+    if kernel is not None and not 0 < kernel.median_s <= KERNEL_OVER_EVENT * event.median_s + resolution:
+        kernel = None
+    extra = dict(event_s=event.median_s)
+    if kernel is not None:
+        extra.update(kernel_s=kernel.median_s, gap_s=_nanmedian(traces.gaps), lead_s=_nanmedian(traces.leads))
+    reported = kernel if kernel is not None and figure is TimeFigure.KERNEL else event
+    converged, warning = _judge(traces.samples if reported is kernel else samples, policy)
+    if converged and not enough:
+        converged, warning = False, "the minimum samples or measured time not reached at timeout"
+    timer = Timer.KERNEL if reported is kernel else Timer.EVENT
+    return dataclasses.replace(reported, converged=converged, warning=warning, timer=timer.value, **extra)
+
+
 def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy = SamplingPolicy(),
-            copies: Copies | None = None) -> Measurement:
+            copies: Copies | None = None, figure: TimeFigure = TimeFigure.KERNEL) -> Measurement:
     """Time ``run`` (already compiled and autotuned) until the stopping rule or the timeout.
 
     ``copies`` lets a short kernel be timed R launches per sample (see :class:`Copies`); without
-    it every sample is one launch.
+    it every sample is one launch. Where the backend traces kernels, every sample also records the
+    device's start and end of each kernel the run launched: ``figure`` KERNEL makes their sum per
+    launch the row's time (and what the stopping rule judges); EVENT keeps the event time, as the
+    launch ceiling must, with the kernels' time beside it.
     """
     warmups, typical, enqueue_s = _warm_up(run, backend, policy)
     flush = policy.l2 is L2Mode.COLD
@@ -273,34 +328,30 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
             sample_fn, launch = replay, "graph"
     # the first replay uploads the graph (and warms new copies); it also times one sample's enqueue
     enqueue_s = _sample(sample_fn, backend, 1, flush)[1]
+    traces = _Traces(on=callable(getattr(backend, "trace", None)) and callable(getattr(backend, "mark", None)))
     began = backend.host_time()
     samples: list[float] = []
     batch = policy.min_samples
-    converged, warning = False, ""
     while True:
+        if traces.on:
+            batch = max(1, min(batch, TRACE_MAX_KERNELS // launches))
         hold = 1.5 * enqueue_s * batch + HOLD_MARGIN_S
         before = backend.host_time()
-        times, enqueue_s = _sample(sample_fn, backend, batch, flush, hold, launches)
+        times, enqueue_s = _batch(sample_fn, backend, batch, flush, hold, launches, traces)
         samples += times
+        judged = traces.samples if traces.on and figure is TimeFigure.KERNEL else samples
         enough = len(samples) >= policy.min_samples and sum(samples) * launches >= policy.min_time_s
-        ci, drift = median_ci_rel(samples), drift_rel(samples)
-        steady = drift <= max(3 * ci, policy.max_noise)
-        if enough and ci <= policy.max_noise and steady:
-            converged = True
+        if enough and _judge(judged, policy)[0]:
             break
         elapsed = backend.host_time() - began
         if elapsed >= policy.timeout_s or len(samples) >= policy.max_samples:
-            warning = (f"samples drift {drift:.1%} between the first and second half (throttling or clock "
-                       "changes?)" if not steady else
-                       f"median's 95 % CI ±{ci:.2%} above the {policy.max_noise:.2%} target at timeout")
             break
         # grow geometrically, but never far past the time budget, the sample cap, or what one hold covers
         spent = max(backend.host_time() - before, 1e-9) / batch
         budget = int((policy.timeout_s - elapsed) / spent) + 1
         coverable = int(MAX_HOLD_S / (1.5 * max(enqueue_s, 1e-9)))
         batch = max(1, min(len(samples), budget, coverable, policy.max_samples - len(samples)))
-    return summarize(samples, converged=converged, launch=launch, warmup_runs=warmups,
-                     launches_per_sample=launches, warning=warning)
+    return _figures(samples, traces, figure, policy, enough, launch=launch, warmup_runs=warmups, launches_per_sample=launches)
 
 
 def tuning_benchmark(backend: Backend, kernel_call: Callable[[], object], budget_s: float = 3e-3,
@@ -314,81 +365,3 @@ def tuning_benchmark(backend: Backend, kernel_call: Callable[[], object], budget
     times, enqueue_s = _sample(kernel_call, backend, count, flush)
     p20, median, p80 = np.percentile(times, [20, 50, 80]) * 1e3
     return [float(median), float(p20), float(p80)]
-
-
-# ---------------------------------------------------------------------------------------------
-# The CUDA backend
-# ---------------------------------------------------------------------------------------------
-
-
-class _CudaMarker:
-    def __init__(self, torch_module):
-        self._event = torch_module.cuda.Event(enable_timing=True)
-
-    def record(self) -> None:
-        self._event.record()
-
-    def elapsed_s(self, end: "_CudaMarker") -> float:
-        return self._event.elapsed_time(end._event) * 1e-3
-
-
-class CudaBackend:
-    """CUDA events on the current stream; the L2 flush and the hold are kernels on that stream."""
-
-    def __init__(self, l2_bytes: int, flush: FlushMode = FlushMode.CLEAN):
-        import torch
-
-        self._torch = torch
-        size = max(2 * l2_bytes, 64 << 20)
-        self._zero = torch.empty(size // 4, dtype=torch.int32, device="cuda")
-        self._flush_mode = FlushMode(flush)
-        if self._flush_mode is FlushMode.CLEAN:
-            self._read = torch.ones(size // 4, dtype=torch.int32, device="cuda")
-            self._sum = torch.empty((), dtype=torch.int64, device="cuda")
-        self._cycles_per_s = self._calibrate_sleep()
-
-    def _calibrate_sleep(self) -> float:
-        """torch.cuda._sleep spins for clock cycles: find how many make a second at today's clock."""
-        torch = self._torch
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(1000)  # load the kernel
-        start.record()
-        torch.cuda._sleep(2_000_000)
-        end.record()
-        torch.cuda.synchronize()
-        seconds = start.elapsed_time(end) * 1e-3
-        return 2_000_000 / seconds if seconds > 0 else 1.5e9
-
-    def event(self) -> _CudaMarker:
-        return _CudaMarker(self._torch)
-
-    def flush_l2(self) -> None:
-        self._zero.zero_()
-        if self._flush_mode is FlushMode.CLEAN:  # evict the dirty zeros: write-backs happen here, untimed
-            self._torch.sum(self._read, dtype=self._torch.int64, out=self._sum)
-
-    def hold(self, seconds: float) -> None:
-        self._torch.cuda._sleep(int(min(seconds, 0.1) * self._cycles_per_s))
-
-    def synchronize(self) -> None:
-        self._torch.cuda.synchronize()
-
-    def host_time(self) -> float:
-        return time.perf_counter()
-
-    def capture(self, fn: Callable[[], object]) -> Callable[[], object] | None:
-        torch = self._torch
-        try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                fn()  # capture needs one run off the default stream first (lazy init, allocator)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            torch.cuda.synchronize()
-        except Exception:  # some ops refuse capture: time them in the stream instead
-            torch.cuda.synchronize()
-            return None
-        return graph.replay

@@ -9,13 +9,24 @@ resolve about 0.5 µs). A kernel is fast when its data is still in the simulated
 kernel touched the same data and no flush came between) and slow after a flush. The first
 ``slow_runs`` launches are slower still, as JIT compilation and clock ramp-up are. ``duration``
 replaces the kernel's time model (e.g. bimodal or drifting clocks).
+
+What makes a timer wrong on a real GPU is modelled too, each settable and off by default: an idle
+gap before every node of a graph replay (``node_gap_s``) and before every kernel launched from the
+stream (``stream_gap_s``), the graph's start-up before its first node (``graph_startup_s``), the
+device time an event record takes (``event_latency_s``), dirty lines a ``dirty_flush`` leaves for the
+next kernel to write back (``writeback_s``), clocks that slow down over device time
+(``drift_per_s``) and a two-mode kernel (``modes``: probability, factor). ``trace()`` records
+every device operation's start and end, as CUPTI does, and ``mark()`` enqueues the bracket kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from typing import Callable
+
+from bench.timeline import MARK_NAME, KernelRecord
 
 
 class _Marker:
@@ -24,7 +35,7 @@ class _Marker:
         self.t: float | None = None
 
     def record(self) -> None:
-        self.t = self.gpu._enqueue(0.0, host_cost=self.gpu.event_host_s)
+        self.t = self.gpu._enqueue(self.gpu.event_latency_s, host_cost=self.gpu.event_host_s)
 
     def elapsed_s(self, end: "_Marker") -> float:
         assert self.t is not None and end.t is not None, "elapsed read before both events were recorded"
@@ -37,7 +48,18 @@ class _Marker:
 class FakeGpu:
     def __init__(self, *, cold_s=10e-6, warm_s=4e-6, flush_s=30e-6, noise=0.0, slow_runs=0, slow_factor=10.0,
                  host_overhead_s=2e-6, event_host_s=0.0, event_resolution_s=0.0, capturable=True, seed=1,
-                 duration: Callable[["FakeGpu"], float] | None = None):
+                 duration: Callable[["FakeGpu"], float] | None = None, node_gap_s=0.0, stream_gap_s=0.0,
+                 graph_startup_s=0.0, event_latency_s=0.0, dirty_flush=False, writeback_s=0.0, drift_per_s=0.0,
+                 modes: tuple[float, float] | None = None, traceable=True, mark_s=1e-6):
+        self.node_gap_s, self.stream_gap_s, self.graph_startup_s = node_gap_s, stream_gap_s, graph_startup_s
+        self.event_latency_s = event_latency_s
+        self.dirty_flush, self.writeback_s, self.dirty = dirty_flush, writeback_s, False
+        self.drift_per_s, self.modes = drift_per_s, modes
+        self.mark_s = mark_s
+        if not traceable:  # a device without kernel timestamps: the sampler must fall back to events
+            self.trace = None
+        self.records: list[KernelRecord] | None = None  # while a trace is on
+        self._first_node = False
         self.cold_s, self.warm_s, self.flush_s = cold_s, warm_s, flush_s
         self.noise, self.slow_runs, self.slow_factor = noise, slow_runs, slow_factor
         self.host_overhead_s = host_overhead_s  # host cost of one kernel launch (or one graph replay)
@@ -59,12 +81,21 @@ class FakeGpu:
     def clock(self) -> float:
         return self.device_free
 
-    def _enqueue(self, device_s: float, host_cost: float) -> float:
-        """Host pays ``host_cost``; the device starts the op once both it and the host got there."""
+    def _enqueue(self, device_s: float, host_cost: float, name: str = "", idle_before: float = 0.0) -> float:
+        """Host pays ``host_cost``; the device starts the op once both it and the host got there (plus
+        ``idle_before`` of device idle time: a node gap, a graph's start-up)."""
         self.host += host_cost
-        start = max(self.device_free, self.host)
+        start = max(self.device_free, self.host) + idle_before
         self.device_free = start + device_s
+        if name and self.records is not None:
+            self.records.append(KernelRecord(name, start, self.device_free))
         return self.device_free
+
+    def _idle_before_kernel(self) -> float:
+        if not self._replaying:
+            return self.stream_gap_s
+        first, self._first_node = self._first_node, False
+        return self.graph_startup_s if first else self.node_gap_s
 
     # the kernel under test
     def kernel(self, data: object = 0) -> None:
@@ -76,7 +107,14 @@ class FakeGpu:
                 duration *= self.slow_factor
             if self.noise:
                 duration *= max(0.05, 1.0 + self.rng.gauss(0.0, self.noise))
-        self._enqueue(duration, host_cost=0.0 if self._replaying else self.host_overhead_s)
+            if self.modes and self.rng.random() < self.modes[0]:
+                duration *= self.modes[1]
+            duration *= 1.0 + self.drift_per_s * self.device_free
+        if self.dirty:  # the flush's dirty lines are written back while this kernel runs
+            duration += self.writeback_s
+            self.dirty = False
+        self._enqueue(duration, host_cost=0.0 if self._replaying else self.host_overhead_s, name="kernel",
+                      idle_before=self._idle_before_kernel())
         self.last_data = data
         self.runs += 1
 
@@ -89,13 +127,27 @@ class FakeGpu:
         return _Marker(self)
 
     def flush_l2(self) -> None:
-        self._enqueue(self.flush_s, host_cost=self.host_overhead_s)
+        self._enqueue(self.flush_s, host_cost=self.host_overhead_s, name="flush")
         self.last_data = None
+        self.dirty = self.dirty_flush
         self.flushes += 1
 
     def hold(self, seconds: float) -> None:
-        self._enqueue(seconds, host_cost=self.host_overhead_s)
+        self._enqueue(seconds, host_cost=self.host_overhead_s, name="spin_kernel")
         self.holds += 1
+
+    def mark(self) -> None:
+        self._enqueue(self.mark_s, host_cost=self.host_overhead_s, name=MARK_NAME, idle_before=self.stream_gap_s)
+
+    @contextlib.contextmanager
+    def trace(self):
+        records: list[KernelRecord] = []
+        self.records = records
+        try:
+            yield records
+        finally:
+            self.synchronize()
+            self.records = None
 
     def synchronize(self) -> None:
         self.host = max(self.host, self.device_free)
@@ -110,7 +162,7 @@ class FakeGpu:
 
         def replay():
             self.host += self.host_overhead_s  # one launch for the whole graph
-            self._replaying = True
+            self._replaying, self._first_node = True, True
             try:
                 fn()
             finally:

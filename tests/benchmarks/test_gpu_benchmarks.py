@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.timing import Backend, CudaBackend, SamplingPolicy, measure
+from bench.cuda_backend import CudaBackend
+from bench.timing import Backend, SamplingPolicy, measure
 from kernels import registry
 from tests.fake_gpu import FakeGpu
 

@@ -1,0 +1,134 @@
+"""The CUDA backend of the timing loop: events, the L2 flush, the hold, graph capture, and kernel traces.
+
+Events time what the host sees of a sample (node gaps, graph start-up and event latency included);
+``trace`` collects the device's own start and end of every kernel through torch's profiler (CUPTI
+activity records, kernels replayed from a CUDA graph included), and ``mark`` launches the tiny Triton
+kernel that brackets each traced sample, so bench/timeline.py can tell the closure's kernels from the
+flush's and the hold's by position rather than by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Iterator
+
+import triton
+import triton.language as tl
+
+from bench.timeline import KernelRecord
+from bench.timing import FlushMode
+
+
+@triton.jit
+def _rooflab_timeline_mark_kernel(flag_ptr):
+    tl.store(flag_ptr, 1)
+
+
+class _CudaMarker:
+    def __init__(self, torch_module):
+        self._event = torch_module.cuda.Event(enable_timing=True)
+
+    def record(self) -> None:
+        self._event.record()
+
+    def elapsed_s(self, end: "_CudaMarker") -> float:
+        return self._event.elapsed_time(end._event) * 1e-3
+
+
+def _device_records(prof) -> list[KernelRecord]:
+    """Every device-side activity (kernels, memsets, copies) the profiler saw, on the device's clock."""
+    from torch._C._autograd import DeviceType
+
+    try:
+        events = prof.profiler.kineto_results.events()
+        return [KernelRecord(e.name(), e.start_ns() * 1e-9, (e.start_ns() + e.duration_ns()) * 1e-9)
+                for e in events if e.device_type() == DeviceType.CUDA]
+    except AttributeError:  # an older profiler API: the parsed events carry µs floats
+        return [KernelRecord(e.name, e.time_range.start * 1e-6, e.time_range.end * 1e-6)
+                for e in prof.events() if e.device_type == DeviceType.CUDA]
+
+
+class CudaBackend:
+    """CUDA events on the current stream; the L2 flush and the hold are kernels on that stream."""
+
+    def __init__(self, l2_bytes: int, flush: FlushMode = FlushMode.CLEAN):
+        import torch
+
+        self._torch = torch
+        size = max(2 * l2_bytes, 64 << 20)
+        self._zero = torch.empty(size // 4, dtype=torch.int32, device="cuda")
+        self._flush_mode = FlushMode(flush)
+        if self._flush_mode is FlushMode.CLEAN:
+            self._read = torch.ones(size // 4, dtype=torch.int32, device="cuda")
+            self._sum = torch.empty((), dtype=torch.int64, device="cuda")
+        self._flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+        self._cycles_per_s = self._calibrate_sleep()
+        self.trace_error = ""  # why kernel traces are unavailable, once they failed
+
+    def _calibrate_sleep(self) -> float:
+        """torch.cuda._sleep spins for clock cycles: find how many make a second at today's clock."""
+        torch = self._torch
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(1000)  # load the kernel
+        start.record()
+        torch.cuda._sleep(2_000_000)
+        end.record()
+        torch.cuda.synchronize()
+        seconds = start.elapsed_time(end) * 1e-3
+        return 2_000_000 / seconds if seconds > 0 else 1.5e9
+
+    def event(self) -> _CudaMarker:
+        return _CudaMarker(self._torch)
+
+    def flush_l2(self) -> None:
+        self._zero.zero_()
+        if self._flush_mode is FlushMode.CLEAN:  # evict the dirty zeros: write-backs happen here, untimed
+            self._torch.sum(self._read, dtype=self._torch.int64, out=self._sum)
+
+    def hold(self, seconds: float) -> None:
+        self._torch.cuda._sleep(int(min(seconds, 0.1) * self._cycles_per_s))
+
+    def synchronize(self) -> None:
+        self._torch.cuda.synchronize()
+
+    def host_time(self) -> float:
+        return time.perf_counter()
+
+    def mark(self) -> None:
+        _rooflab_timeline_mark_kernel[(1,)](self._flag)
+
+    @contextlib.contextmanager
+    def trace(self) -> Iterator[list[KernelRecord]]:
+        """Collects the device activity enqueued inside the block (filled in when it ends)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        records: list[KernelRecord] = []
+        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        prof.__enter__()
+        try:
+            yield records
+        finally:
+            self._torch.cuda.synchronize()
+            prof.__exit__(None, None, None)
+        try:
+            records += _device_records(prof)
+        except Exception as exc:  # a profiler that cannot say: the event timer stands, with the reason kept
+            self.trace_error = f"{type(exc).__name__}: {exc}"[:200]
+
+    def capture(self, fn: Callable[[], object]) -> Callable[[], object] | None:
+        torch = self._torch
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                fn()  # capture needs one run off the default stream first (lazy init, allocator)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            torch.cuda.synchronize()
+        except Exception:  # some ops refuse capture: time them in the stream instead
+            torch.cuda.synchronize()
+            return None
+        return graph.replay

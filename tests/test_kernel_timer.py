@@ -1,0 +1,96 @@
+"""Kernel time from device timestamps: gaps, graph start-up and event latency stay out of the row's time."""
+
+import math
+
+import pytest
+
+from bench.timeline import MARK_NAME, KernelRecord, TimeFigure, closure_pass
+from bench.timing import Copies, L2Mode, SamplingPolicy, measure
+from tests.fake_gpu import FakeGpu
+
+QUICK = dict(warmup_runs=3, warmup_s=0.0, min_samples=10, min_time_s=0.0, timeout_s=1.0)
+
+
+def _gpu(kernel_s: float, gap_s: float, **extra) -> FakeGpu:
+    """A device with Hopper-like overheads: gaps between kernels, a graph's start-up, event latency and ticks."""
+    return FakeGpu(cold_s=kernel_s, warm_s=kernel_s, flush_s=40e-6, host_overhead_s=5e-6, event_host_s=1e-6,
+                   event_resolution_s=0.5e-6, node_gap_s=gap_s, stream_gap_s=gap_s, graph_startup_s=2e-6,
+                   event_latency_s=0.5e-6, **extra)
+
+
+@pytest.mark.parametrize("kernel_s", [3.3e-6, 3.6e-6, 20e-6])
+@pytest.mark.parametrize("gap_s", [0.3e-6, 0.8e-6, 1.5e-6])
+@pytest.mark.parametrize("l2", [L2Mode.COLD, L2Mode.WARM])
+def test_short_kernels_read_their_own_time_within_two_percent_despite_gaps(kernel_s, gap_s, l2):
+    gpu = _gpu(kernel_s, gap_s)
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK, l2=l2), Copies(gpu.copies, least=8, most=1000))
+    assert m.timer == "kernel"
+    assert m.median_s == pytest.approx(kernel_s, rel=0.02)
+    assert m.kernel_s == m.median_s
+    # the event figure is what the old derivation reported: gaps and start-up included, ≥ 2 % off
+    assert m.event_s > kernel_s * 1.02
+    assert m.overhead_s == pytest.approx(m.event_s - m.kernel_s)
+    if m.launches_per_sample > 1:
+        assert m.gap_s == pytest.approx(gap_s, rel=0.01)
+
+
+def test_without_kernel_timestamps_the_event_timer_is_used_and_said():
+    gpu = _gpu(3.3e-6, 1e-6, traceable=False)
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK), Copies(gpu.copies, least=8, most=1000))
+    assert m.timer == "event" and math.isnan(m.kernel_s)
+    assert m.median_s == m.event_s and m.median_s > 3.3e-6 * 1.1  # the gaps are in it, and the row says so
+
+
+def test_the_launch_ceiling_keeps_the_event_time_with_the_kernel_time_beside_it():
+    gpu = _gpu(2e-6, 1.5e-6)
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK), None, figure=TimeFigure.EVENT)
+    assert m.timer == "event" and m.median_s == m.event_s
+    assert m.kernel_s == pytest.approx(2e-6, rel=0.01)
+    assert m.overhead_s > 0.5e-6  # what launching costs beyond the kernel: the figure a user asks for
+
+
+def test_a_trace_that_outlasts_its_events_is_not_believed():
+    gpu = _gpu(10e-6, 0.5e-6)
+    real = gpu.trace
+
+    def inflated():
+        class Trace:
+            def __enter__(self):
+                self.cm = real()
+                self.records = self.cm.__enter__()
+                return self.records
+
+            def __exit__(self, *exc):
+                self.cm.__exit__(*exc)
+                self.records[:] = [KernelRecord(r.name, r.start_s, r.end_s + (0 if r.name == MARK_NAME else 1e-3))
+                                   for r in self.records]
+
+        return Trace()
+
+    gpu.trace = inflated
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK))
+    assert m.timer == "event" and math.isnan(m.kernel_s)
+
+
+def _records(*spans):
+    return [KernelRecord(name, start, end) for name, start, end in spans]
+
+
+def test_closure_pass_charges_every_kernel_between_marks_and_nothing_outside():
+    records = _records(("spin_kernel", 0, 10), ("fill", 10, 12), (MARK_NAME, 12, 13), ("fill", 14, 15),
+                       ("gemm", 15, 18), (MARK_NAME, 19, 20), ("fill", 20, 22), (MARK_NAME, 22, 23),
+                       ("fill", 23.5, 24.5), ("gemm", 25, 28), (MARK_NAME, 28, 29))
+    traced = closure_pass(records, 2)
+    assert traced.per_sample_s == (4.0, 4.0)  # the baseline's own fill is charged; the flush's fill is not
+    assert traced.kernels_per_sample == 2
+    assert traced.gap_s == pytest.approx(0.25) and traced.lead_s == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("records, samples", [
+    (_records((MARK_NAME, 0, 1), ("k", 1, 2)), 1),  # an unclosed bracket
+    (_records((MARK_NAME, 0, 1), (MARK_NAME, 1, 2)), 1),  # nothing ran inside
+    (_records((MARK_NAME, 0, 1), ("k", 1, 2), (MARK_NAME, 2, 3)), 2),  # fewer samples than enqueued
+    ([], 1),  # the profiler saw nothing (kernels of a graph not reported)
+])
+def test_closure_pass_refuses_a_trace_it_cannot_read(records, samples):
+    assert closure_pass(records, samples) is None
