@@ -311,6 +311,21 @@ def _pooled_sweep(gpus: list[int]):
     return sweep
 
 
+def _program() -> list[str]:
+    """How this process was started, for commands printed to continue it: ``rooflab`` is not installed
+    everywhere (a GPU image runs ``python3 -m bench`` from the checkout)."""
+    return ["python3", "-m", "bench"] if Path(sys.argv[0]).name == "__main__.py" else ["rooflab"]
+
+
+def _row_printer(args, model):
+    """Without a progress bar (a log, a batch job), one line per finished point."""
+    from bench.plan import row_line
+
+    if not args.no_progress:
+        return None
+    return lambda row: print(row_line(row, model.machine), flush=True)
+
+
 def _run_plan(args, device) -> int:
     from analysis.ceilings import write_ceilings
     from bench.estimate import minutes
@@ -321,14 +336,15 @@ def _run_plan(args, device) -> int:
     print(f"preflight: {preflight['line']}")
     stamp = args.resume or new_stamp()
     budget = None if args.full else args.budget
-    again = ["rooflab", "run", "--resume", stamp] + (["--full"] if args.full else ["--budget", f"{args.budget:.0f}s"])
+    again = [*_program(), "run", "--resume", stamp] + (["--full"] if args.full else ["--budget", f"{args.budget:.0f}s"])
     print(f"plan {stamp}: " + (f"budget {minutes(budget)}" if budget else "every stage, no budget"))
     gpus = _gpus(args)
+    model = _model(args, target)
     summary = run_plan(target, budget_s=budget, results=Path(args.results), stamp=stamp, resume=bool(args.resume),
                        seed=args.seed, policy=_policy(args), progress=not args.no_progress,
                        command=shlex.join(["rooflab", *sys.argv[1:]]), continue_command=shlex.join(again),
-                       extra={"preflight": preflight}, model=_model(args, target),
-                       **({"sweep": _pooled_sweep(gpus)} if gpus else {}))
+                       extra={"preflight": preflight}, model=model,
+                       **({"sweep": _pooled_sweep(gpus)} if gpus else {"on_row": _row_printer(args, model)}))
     headline = next((f for f in summary.files if f.name.endswith("-headline.csv")), None)
     if headline is not None:
         print(f"ceilings: {write_ceilings(headline)}")

@@ -112,6 +112,16 @@ def machine_of(caps: DeviceCaps) -> Machine:
                    caps.capability or base.capability)
 
 
+def roof_seconds(machine: Machine, kernel: str, dtype: str, flops: float, nbytes: float) -> float | None:
+    """max(flops/peak, bytes/BW) on ``machine``'s datasheet roofs; None for the launch ceiling (no roof)."""
+    if kernel == "launch":
+        return None
+    tags = registry.get(kernel).tags
+    tensor = "compute" in tags or "linear" in tags or "attention" in tags
+    peak = machine.peak(dtype, tensor and kernel != "fma")
+    return max(flops / peak, nbytes / machine.bandwidth)
+
+
 @dataclass(frozen=True)
 class Cost:
     """Estimated seconds one point holds the machine, by phase; ``skip`` says why it would not run."""
@@ -145,16 +155,19 @@ class TimeModel:
         passes = 2 if self.policy.flush is FlushMode.CLEAN else 1
         return passes * size / self.machine.bandwidth + 2 * LAUNCH_S
 
-    def kernel_time(self, point: Point) -> float:
-        """Roofline time of one launch at EFFICIENCY, plus the launch floor."""
+    def roof_time(self, point: Point) -> float | None:
+        """The datasheet roofline bound of one launch, max(flops/peak, bytes/BW); None for the launch ceiling."""
         spec = registry.get(point.kernel)
         impl = spec.impl(point.impl)
-        flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
-        tensor = "compute" in spec.tags or "linear" in spec.tags or "attention" in spec.tags
-        peak = self.machine.peak(point.case.dtype.value, tensor and point.kernel != "fma")
-        if point.kernel == "launch":
+        return roof_seconds(self.machine, point.kernel, point.case.dtype.value, spec.flops(point.case),
+                            spec.bytes_for(point.case, impl))
+
+    def kernel_time(self, point: Point) -> float:
+        """Roofline time of one launch at EFFICIENCY, plus the launch floor."""
+        roof = self.roof_time(point)
+        if roof is None:
             return point.case["count"] * LAUNCH_S
-        return max(flops / peak, nbytes / self.machine.bandwidth) / EFFICIENCY + LAUNCH_S
+        return roof / EFFICIENCY + LAUNCH_S
 
     def configs(self, point: Point) -> list[tuple[str, int, tuple]]:
         """(space name, config count, compile keys) per Triton kernel the point would tune."""

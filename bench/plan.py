@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench.estimate import Cost, TimeModel, machine_of, minutes
+from bench.estimate import Cost, Machine, TimeModel, machine_of, minutes, roof_seconds
 from bench.suites import Point, expand, get_suite
 from bench.suites.headline import REST, TIERS
 from bench.sweep import SweepOptions, run_sweep
+from kernels import registry
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class PlanSummary:
 def run_plan(target, *, budget_s: float | None, results: Path, stamp: str, resume: bool, seed: int | None,
              policy, progress: bool, command: str, continue_command: str, extra: dict | None = None,
              clock: Callable[[], float] = time.monotonic, sweep=run_sweep, model: TimeModel | None = None,
-             backend=None) -> PlanSummary:
-    """Run the plan's stages on ``target`` until ``budget_s`` (None: all of them)."""
+             backend=None, on_row: Callable[[dict], None] | None = None) -> PlanSummary:
+    """Run the plan's stages on ``target`` until ``budget_s`` (None: all of them); ``on_row`` sees each row."""
     model = model or TimeModel(machine_of(target.caps), policy)
     began = clock()
     summary = PlanSummary(budget_s, stamp, continue_command=continue_command)
@@ -96,7 +97,8 @@ def run_plan(target, *, budget_s: float | None, results: Path, stamp: str, resum
         options = SweepOptions(out=out, suite=stage.name, seed=seed, resume=resume or out.exists(), policy=policy,
                                progress=progress, command=command,
                                extra=dict(extra or {}, plan={"stage": stage.name, "stamp": stamp}))
-        result = sweep(list(stage.points), options, target, backend=backend, stop=over_budget)
+        result = sweep(list(stage.points), options, target, backend=backend, stop=over_budget,
+                       **({"on_row": on_row} if on_row else {}))
         summary.files.append(result.out)
         summary.counts.update(result.counts)
         summary.left[stage.name] = result.left
@@ -145,3 +147,15 @@ def dry_run(model: TimeModel, budget_s: float | None, points_by_stage: list[Stag
 def _timing(point: Point) -> str:
     return "".join(f" {k}={v}" for k, v in point.timing)
 
+
+def row_line(row: dict, machine: Machine) -> str:
+    """One log line per finished point: what ran, its time, and its fraction of the datasheet roofline bound."""
+    axes = " ".join(f"{a.name}={row[a.name]}" for a in registry.get(row["kernel"]).axes if a.name in row)
+    what = f"{row['kernel']} {row['impl']} {row['dtype']} {axes}".strip()
+    if row["status"] != "ok" or not row.get("median_s"):
+        reason = str(row.get("error") or "")[:120]
+        return f"  {row['status']:7s} {what}" + (f" ({reason})" if reason else "")
+    median = float(row["median_s"])
+    roof = roof_seconds(machine, row["kernel"], row["dtype"], float(row["flops"] or 0), float(row["bytes"] or 0))
+    fraction = f"{roof / median:6.1%} of roof" if roof else "(no roof)"
+    return f"  ok      {what}  {median * 1e6:.2f} µs  {fraction}  [{row.get('timer') or 'event'} timer]"
