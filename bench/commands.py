@@ -166,7 +166,9 @@ def _sweep(points, args, suite: str, target) -> tuple[int, Path]:
 
 
 def _run_seed(options) -> int:
-    """The seed a pooled run uses: the one it continues, the one asked for, or a fresh one."""
+    """The seed a pooled run uses: the one it continues, the one asked for, or a fresh one.
+
+    Call it after ``merge_leftovers``: the parts of a killed run hold its seed until merged into ``out``."""
     import random
 
     from bench.resume import continued_run
@@ -183,10 +185,12 @@ def _run_seed(options) -> int:
 
 def _pooled(points, options, gpus: list[int], args, target, replicate: bool = False):
     """The points on every GPU of ``gpus``, one worker process each (see bench/pool.py)."""
-    from bench.pool import run_pool
+    from bench.pool import merge_leftovers, run_pool
 
     if options.shard:
         points = options.shard.select(points)
+    if not replicate:
+        merge_leftovers(points, options)
     model = _model(args, target)
     summary = run_pool(points, options, gpus, interpret=args.interpret, seed=_run_seed(options),
                        order=lambda p: model.point(p).total, replicate=replicate)
@@ -299,10 +303,11 @@ def cmd_run(args) -> int:
 
 def _pooled_sweep(gpus: list[int]):
     """``run_sweep``'s contract over a worker pool, so the plan runs on every GPU of the node."""
-    from bench.pool import run_pool
+    from bench.pool import merge_leftovers, run_pool
     from bench.sweep import Summary
 
     def sweep(points, options, target, backend=None, stop=None):
+        merge_leftovers(points, options)
         result = run_pool(points, options, gpus, interpret=False, seed=_run_seed(options), stop=stop)
         if result.interrupted:
             raise KeyboardInterrupt

@@ -3,12 +3,14 @@
 The files must come from one run: the same suite, seed and git commit, and one kind of device
 (name, SM count, memory, capability) — else one line says which field differs where. A point may
 appear in one file only. The merged sidecar keeps every part's run id, shard, GPU and times; the
-points of the suite still missing are listed with the command that runs them.
+points of the suite still missing are listed with the command that runs them — into the merged file,
+whose columns are the whole suite's, so that command can append to it.
 """
 
 from __future__ import annotations
 
 import csv
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from kernels.errors import UsageError
 
 SAME_RUN = ("suite", "seed", "git_commit", "mode")
 SAME_DEVICE = ("name", "sm_count", "memory_bytes", "capability")
+# sidecar timing field -> the sweep option that sets it (what the continue command must repeat)
+TIMING_OPTIONS = {"l2": "--l2", "flush": "--flush", "graph": "--graph", "max_noise": "--max-noise",
+                  "timeout_s": "--timeout", "min_samples": "--min-samples", "min_time_s": "--min-time"}
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,21 @@ def _check_same(metas: list[tuple[Path, dict]]) -> None:
                                  f"{theirs!r}: merge runs of one kind of GPU")
 
 
-def merge_runs(out: Path, files: list[Path], *, repair: bool = False, into_existing: bool = False) -> Merged:
-    """Write ``out`` (+ sidecar) from ``files``; ``repair`` cuts a partial last line first (a killed worker)."""
+def _new_columns(suite: str, parts: list[tuple[Path, list[dict[str, str]]]]) -> list[str]:
+    """A new merged file's columns: the suite's (what a sweep of it writes), and any axis of the parts' kernels."""
+    from bench.suites import SUITES, expand, get_suite
+
+    kernels = [p.kernel for p in expand(get_suite(suite).sweeps)] if suite in SUITES else []
+    kernels += [r["kernel"] for _, rows in parts for r in rows]
+    return columns_for(a.name for kernel in dict.fromkeys(kernels) for a in registry.get(kernel).axes)
+
+
+def merge_runs(out: Path, files: list[Path], *, repair: bool = False, into_existing: bool = False,
+               columns: list[str] | None = None, shard: str = "") -> Merged:
+    """Write ``out`` (+ sidecar) from ``files``; ``repair`` cuts a partial last line first (a killed worker).
+
+    A new ``out`` gets ``columns`` (default: see ``_new_columns``); ``shard`` is the merged run's
+    (a pool's parts of one shard), "" for shards joined into the whole run."""
     out = Path(out)
     files = [Path(f) for f in files]
     if not files:
@@ -80,7 +98,6 @@ def merge_runs(out: Path, files: list[Path], *, repair: bool = False, into_exist
     if into_existing and out.exists():
         seen.update({_key(row): out for row in _rows(out)[1]})
     parts: list[tuple[Path, list[dict[str, str]]]] = []
-    axes: list[str] = []
     for path in files:
         header, rows = _rows(path)
         for row in rows:
@@ -89,11 +106,10 @@ def merge_runs(out: Path, files: list[Path], *, repair: bool = False, into_exist
                 raise UsageError(f"merge: point {' '.join(key)} is in both {seen[key].name} and {path.name}")
             seen[key] = path
         parts.append((path, rows))
-        axes += [a.name for kernel in {r["kernel"] for r in rows} for a in registry.get(kernel).axes]
     if into_existing and out.exists():
         columns = _rows(out)[0]
-    else:
-        columns = columns_for(dict.fromkeys(axes))
+    elif columns is None:
+        columns = _new_columns(str(metas[0][1].get("suite") or ""), parts)
     for path, rows in parts:  # every check before the first write: never a half-merged file
         lost = sorted({c for row in rows for c, v in row.items() if v not in ("", None) and c not in columns})
         if lost:
@@ -107,7 +123,7 @@ def merge_runs(out: Path, files: list[Path], *, repair: bool = False, into_exist
                 count += 1
     base = dict(metas[0][1])
     base.pop("schema_version", None)
-    base.update(run_id=out.stem, shard="", started=min(str(m.get("started", "")) for _, m in metas),
+    base.update(run_id=out.stem, shard=shard, started=min(str(m.get("started", "")) for _, m in metas),
                 finished=max(str(m.get("finished", "")) for _, m in metas))
     base["merged_from"] = base.get("merged_from", []) + [
         {"file": p.name, "run_id": m.get("run_id"), "shard": m.get("shard", ""),
@@ -135,5 +151,20 @@ def _missing(out: Path, meta: dict, present: set[tuple]) -> tuple[int, str]:
                              overrides.get("l2", timing.get("l2", policy.l2.value)),
                              overrides.get("graph", timing.get("graph", policy.graph.value)))
         missing += key not in present
-    command = f"rooflab sweep --suite {suite} --seed {meta.get('seed')} --out {out} --resume" if missing else ""
-    return missing, command
+    return missing, _continue_command(out, meta) if missing else ""
+
+
+def _continue_command(out: Path, meta: dict) -> str:
+    """The sweep that runs the rest of ``meta``'s suite into ``out``: its seed, mode and timing options."""
+    from bench.sweep import timing_record
+    from bench.timing import SamplingPolicy
+
+    argv = ["rooflab", "sweep", "--suite", str(meta.get("suite")), "--seed", str(meta.get("seed")),
+            "--out", str(out), "--resume"]
+    if meta.get("mode") == "interpret":
+        argv.append("--interpret")
+    defaults = timing_record(SamplingPolicy())
+    for name, value in sorted((meta.get("timing") or {}).items()):
+        if name in TIMING_OPTIONS and str(value) != str(defaults.get(name)):
+            argv += [TIMING_OPTIONS[name], str(value)]
+    return shlex.join(argv)

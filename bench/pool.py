@@ -8,8 +8,10 @@ longest first by the time model, so the GPUs finish together although point cost
 A worker that dies (a lost CUDA context, a crash, a kill) has the point it held recorded ``failed``
 with the reason in its part file, and a fresh worker takes its GPU's place; a GPU whose worker dies
 twice in a row leaves the pool and is named in the summary. Ctrl-C stops every worker; the rows
-written so far are merged, and ``--resume`` continues — leftover parts of a killed coordinator are
-merged first.
+written so far are merged, and ``--resume`` continues. A coordinator killed outright (kill -9) takes
+its workers with it (Linux: the parent-death signal; elsewhere they end quietly at their next
+message), and its parts are merged first of all on the next run — before its seed is chosen, since
+they hold the run's.
 
 ``replicate=True`` gives every GPU every point instead (the node health check: ``rooflab ceilings
 --gpus all``), each GPU's rows in its own run file, not merged.
@@ -17,9 +19,11 @@ merged first.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
 import time
 from multiprocessing.connection import wait as mp_wait
 from collections import Counter
@@ -36,6 +40,7 @@ from kernels.errors import UsageError
 
 WORKER_FAILURES_ALLOWED = 2  # consecutive deaths before a GPU leaves the pool
 POLL_S = 0.1
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 
 def parse_gpus(text: str, count: int) -> list[int]:
@@ -70,6 +75,7 @@ def leftover_parts(out: Path) -> list[Path]:
 def worker_main(gpu: int, worker: int, part: Path, points: list[Point], options: SweepOptions, seed: int,
                 interpret: bool, conn) -> None:
     """Run the points the coordinator sends (``("run", index)``; ``("stop",)`` ends) into ``part``."""
+    _die_with_parent()
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before the first CUDA call: this GPU is device 0
     if interpret:
         os.environ["TRITON_INTERPRET"] = "1"
@@ -77,6 +83,20 @@ def worker_main(gpu: int, worker: int, part: Path, points: list[Point], options:
         _work(worker, part, points, options, seed, interpret, conn)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the coordinator reports it
         os._exit(130)
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # the coordinator is gone: no one to tell
+        os._exit(0)
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when its coordinator dies, even by SIGKILL."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return  # not Linux: the closed pipe ends the worker at its next message
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(0)  # it died before the signal was asked for
 
 
 def _work(worker, part, points, options, seed, interpret, conn) -> None:
@@ -145,8 +165,10 @@ class Pool:
 
     def __init__(self, points: list[Point], options: SweepOptions, gpus: list[int], *, interpret: bool = False,
                  seed: int, order: Callable[[Point], float] | None = None, replicate: bool = False,
-                 on_event: Callable[..., None] | None = None, stop: Callable[[Point], bool] | None = None):
+                 on_event: Callable[..., None] | None = None, stop: Callable[[Point], bool] | None = None,
+                 columns: list[str] | None = None):
         self.points, self.options, self.gpus = points, options, gpus
+        self.columns = columns or columns_of(points)  # of a new merged file: the whole sweep's, not the rest's
         self.interpret, self.seed, self.replicate = interpret, seed, replicate
         self.on_event = on_event or (lambda *a: None)
         self.stop = stop
@@ -278,34 +300,46 @@ class Pool:
 
     def _merge(self) -> None:
         for out in sorted({self._out_for(gpu) for gpu in self.gpus}):
-            merge_parts(out)
+            merge_parts(out, self.columns, _shard_text(self.options))
             if out.exists():
                 self.summary.files.append(out)
 
 
-def merge_parts(out: Path) -> None:
-    """Worker part files of ``out`` merged into it (created or appended), then removed."""
+def _shard_text(options: SweepOptions) -> str:
+    return str(options.shard) if options.shard else ""
+
+
+def merge_parts(out: Path, columns: list[str], shard: str) -> None:
+    """Worker part files of ``out`` merged into it (created with ``columns``, or appended), then removed."""
     parts = [p for p in leftover_parts(out) if p.stat().st_size > 0 and sidecar_path(p).exists()]
     if parts:
-        merge_runs(out, parts, repair=True, into_existing=out.exists())
+        merge_runs(out, parts, repair=True, into_existing=out.exists(), columns=columns, shard=shard)
     for part in leftover_parts(out):
         part.unlink(missing_ok=True)
         sidecar_path(part).unlink(missing_ok=True)
 
 
+def merge_leftovers(points: list[Point], options: SweepOptions) -> None:
+    """The parts a killed coordinator left, merged into ``options.out``: call it before reading the run's seed."""
+    merge_parts(options.out, columns_of(points), _shard_text(options))
+
+
 def run_pool(points: list[Point], options: SweepOptions, gpus: list[int], *, interpret: bool, seed: int,
              order: Callable[[Point], float] | None = None, replicate: bool = False,
              on_event: Callable[..., None] | None = None, stop: Callable[[Point], bool] | None = None) -> PoolSummary:
-    """Merge leftovers of an interrupted run, then run what is pending on every GPU of ``gpus``."""
+    """Merge leftovers of an interrupted run, then run what is pending on every GPU of ``gpus``.
+
+    ``points`` are the ones to run already (a caller with ``options.shard`` selects its shard first)."""
     out = options.out
+    whole = dataclasses.replace(options, shard=None)  # for pending(): the shard is selected already
     if not replicate:
-        merge_parts(out)  # what a killed coordinator left
+        merge_leftovers(points, options)
     if out.exists() and not options.resume and not replicate:
         raise UsageError(f"{out} exists: pass --resume to continue it, or choose another --out")
-    todo = pending(points, options) if not replicate else points
-    pool = Pool(todo, dataclasses.replace(options, shard=None), gpus, interpret=interpret, seed=seed, order=order,
-                replicate=replicate, on_event=on_event, stop=stop)
+    todo = pending(points, whole) if not replicate else points
+    pool = Pool(todo, options, gpus, interpret=interpret, seed=seed, order=order, replicate=replicate,
+                on_event=on_event, stop=stop, columns=columns_of(points))
     summary = pool.run()
     if not replicate:
-        summary.left = tuple(pending(todo, dataclasses.replace(options, resume=True, shard=None)))
+        summary.left = tuple(pending(todo, dataclasses.replace(whole, resume=True)))
     return summary

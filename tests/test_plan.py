@@ -8,6 +8,7 @@ from bench.device import Target
 from bench.estimate import TimeModel, machine
 from bench.plan import run_plan, stages
 from bench.results import load_csv, read_sidecar
+from bench.shards import Shard
 from bench.suites import expand, get_suite
 from bench.suites.headline import TIERS
 from bench.sweep import Runner
@@ -119,8 +120,8 @@ def test_dry_run_without_a_gpu_prints_the_plan_and_its_estimate(capsys):
 def test_sweep_dry_run_honours_shard_and_resume(tmp_path, capsys):
     code = main(["sweep", "--suite", "ci", "--dry-run", "--device", "h100", "--shard", "1/4"])
     out = capsys.readouterr().out
-    total = len(expand(get_suite("ci").sweeps))
-    assert code == 0 and f"{(total + 3) // 4} of {total} points" in out
+    points = expand(get_suite("ci").sweeps)
+    assert code == 0 and f"{len(Shard(1, 4).select(points))} of {len(points)} points" in out
 
 
 def test_unknown_device_is_one_line(capsys):

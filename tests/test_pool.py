@@ -225,3 +225,20 @@ def test_gpus_without_a_gpu_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr("bench.device.detect", lambda interpret=False: None)
     code = main(["sweep", "--kernel", "copy", "--gpus", "all", "--seed", "1", "--out", "/tmp/rooflab-never.csv"])
     assert code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_worker_whose_coordinator_is_gone_exits_quietly(tmp_path, capfd):
+    import multiprocessing as mp
+
+    from bench.pool import part_path, worker_main
+
+    context = mp.get_context("spawn")
+    ours, theirs = context.Pipe()
+    out = tmp_path / "orphan.csv"
+    process = context.Process(target=worker_main, args=(0, 1, part_path(out, 0, 1), copy_points(1), options(tmp_path),
+                                                        SEED, True, theirs))
+    process.start()
+    theirs.close()
+    ours.close()  # as a coordinator killed with SIGKILL: the worker's next message finds no one
+    process.join(timeout=120)
+    assert process.exitcode == 0 and "Traceback" not in capfd.readouterr().err
