@@ -94,7 +94,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interpret", action="store_true",
                    help="run on CPU tensors under Triton's interpreter: correctness only, no timings")
     p.add_argument("--shard", metavar="i/n|auto",
-                   help="run every n-th point starting at the i-th (1-based), e.g. --shard 2/4; auto: from Slurm "
+                   help="run part i of n (1-based): whole cases, balanced by the time model, e.g. --shard 2/4; auto: from Slurm "
                         "(SLURM_ARRAY_TASK_*), torchrun (RANK/WORLD_SIZE) or a Kubernetes Indexed Job "
                         "(JOB_COMPLETION_INDEX, with --shard-count); shards need one --seed")
     p.add_argument("--shard-count", type=positive_int, metavar="N",

@@ -10,6 +10,7 @@ flush's and the hold's by position rather than by name.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Callable, Iterator
 
@@ -65,6 +66,8 @@ class CudaBackend:
         self._flag = torch.zeros(1, dtype=torch.int32, device="cuda")
         self._cycles_per_s = self._calibrate_sleep()
         self.trace_error = ""  # why kernel traces are unavailable, once they failed
+        if os.environ.get("ROOFLAB_KERNEL_TIMER") == "0":  # events only: where the profiler misbehaves
+            self.trace = self.mark = None
 
     def _calibrate_sleep(self) -> float:
         """torch.cuda._sleep spins for clock cycles: find how many make a second at today's clock."""

@@ -313,5 +313,8 @@ def git_commit(root: Path | None = None) -> dict[str, Any]:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "", "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": bool(dirty)}
+        commit, dirty = "", None
+    if not commit and os.environ.get("ROOFLAB_GIT_COMMIT"):
+        # a copy of the checkout without .git (a lent machine): the caller says which commit it is
+        return {"git_commit": os.environ["ROOFLAB_GIT_COMMIT"], "git_dirty": None, "git_commit_source": "ROOFLAB_GIT_COMMIT"}
+    return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None}
