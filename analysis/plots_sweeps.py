@@ -141,6 +141,22 @@ def fit_panels(sweeps: list[SweepFit], path: Path, title: str, roof: Roof | None
     return save(figure, path)
 
 
+def _mark_knees(ax, knees: list[tuple[float, str]], xs: np.ndarray, has_flops: bool) -> None:
+    """One dotted line per distinct knee (impls moving different bytes, int4 vs fp16 weights, have their own)
+    inside the swept range; a note when there is none to draw."""
+    distinct: dict[float, str] = {}
+    for knee, colour in knees:
+        if np.isfinite(knee) and not any(abs(knee / k - 1) < 0.02 for k in distinct):
+            distinct[knee] = colour
+    inside = {k: c for k, c in distinct.items() if xs.min() / 1.4 <= k <= xs.max() * 1.4}
+    for knee, colour in inside.items():
+        ax.axvline(knee, color=colour, linestyle=":", lw=1.1)
+        ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom", color=colour)
+    if not inside and has_flops:
+        ax.text(0.98, 0.03, "knee outside range" if distinct else "no knee (memory-bound)",
+                transform=ax.transAxes, fontsize=6, ha="right")
+
+
 def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof], path: Path, title: str) -> Path:
     """Achieved fraction of the roofline bound vs the swept axis, one panel per shape, Triton and the baseline
     on shared axes and a fixed 0–100 % scale; the roof's knee marked. Fraction = roofline time at the point's
@@ -173,24 +189,14 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
             above = fraction > 1.04
             ax.plot(x[above], np.full(above.sum(), 1.04), "^", color=style["color"], markersize=4)
             knees.append((roof_knee(sweep, roof.bandwidth, roof.peak), style["color"]))
-        # one knee per distinct value: impls moving different bytes (int4 vs fp16 weights) have their own
-        shown = {}
-        for knee, colour in knees:
-            if np.isfinite(knee) and not any(abs(knee / k - 1) < 0.02 for k in shown):
-                shown[knee] = colour
-        inside = {k: c for k, c in shown.items() if xs.min() / 1.4 <= k <= xs.max() * 1.4}
-        for knee, colour in inside.items():
-            ax.axvline(knee, color=colour, linestyle=":", lw=1.1)
-            ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom", color=colour)
-        if not inside and sweeps[0].has_flops:
-            ax.text(0.98, 0.03, "knee outside range" if shown else "no knee (memory-bound)",
-                    transform=ax.transAxes, fontsize=6, ha="right")
+        _mark_knees(ax, knees, xs, sweeps[0].has_flops)
         ax.set_title(_title(f"{name} · {dtype}"), fontsize=7.5)
         ax.grid(True, which="major", alpha=0.2)
         ax.tick_params(labelsize=6.5, which="both", labelbottom=True, labelleft=True)
     first = sweeps[0]
     for ax in axes.flat:
         ax.set_xlabel(first.batch or "", fontsize=7)
+        ax.set_ylabel("fraction of the roof bound (%)", fontsize=7)
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     more = f" — first {len(shown)} of {len(keys)} shapes" if len(keys) > len(shown) else ""
