@@ -210,8 +210,22 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
     return save(figure, path)
 
 
+def _ideal_speedup(rows: pd.DataFrame) -> np.ndarray | None:
+    """Bytes ratio (dense fp16 weight / packed weight, the same activations) at each row: the speed-up a purely
+    memory-bound kernel would reach. None where the rows lack the shape or format."""
+    if not {"format", "N", "K", "batch"} <= set(rows.columns) or rows[["format", "N", "K"]].isna().any(axis=None):
+        return None
+    from kernels.quant_formats import packed_bytes  # imports torch: only when a quantized figure is drawn
+
+    group = rows["group_size"].iloc[0] if "group_size" in rows else None
+    group = None if group is None or pd.isna(group) else int(group)
+    n, k, fmt = int(rows["N"].iloc[0]), int(rows["K"].iloc[0]), str(rows["format"].iloc[0])
+    activations = 2 * rows["batch"].to_numpy(float) * (n + k)
+    return (activations + 2 * n * k) / (activations + packed_bytes(fmt, n, k, group))
+
+
 def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Path:
-    """Speed-up vs batch per series; the 1× line and each crossover batch marked."""
+    """Speed-up vs batch per series; the 1× line, the ideal (bytes ratio) dashed and each crossover marked."""
     from analysis.plots import OKABE_ITO
 
     figure = _figure(10, 5)
@@ -220,30 +234,39 @@ def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Pa
         rows = rows.sort_values("batch")
         colour = OKABE_ITO[index % 7]
         ax.plot(rows["batch"], rows["speedup"], "-", marker="o", color=colour, markersize=3, label=series)
+        ideal = _ideal_speedup(rows)
+        if ideal is not None:
+            ax.plot(rows["batch"], ideal, "--", color=colour, lw=1, label=f"ideal {ideal[0]:.3g}× (bytes ratio)")
         crossing = crossovers.get(series)
         if crossing is not None and np.isfinite(crossing):
             ax.axvline(crossing, color=colour, linestyle=":", linewidth=1)
     ax.axhline(1.0, color="black", linewidth=1)
     log_axis(ax, "x", 2)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("batch (M)")
     ax.set_ylabel("speed-up over fp16 cuBLAS (torch.matmul), ×")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="series (dotted: crossover)")
+    _legend_outside(ax, title="series (dashed: ideal, dotted: crossover)")
     return save(figure, path)
 
 
 def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
-    """Median time ratio (slow / fast device) vs batch: colour = family, line = impl (Triton solid, baseline
-    dashed), marker = dtype; reference ratios as black lines or a grey band."""
+    """Median time ratio (slow / fast device) vs batch: one colour per kernel × dtype, line = impl (Triton solid,
+    baseline dashed), marker = dtype; reference ratios as black lines or a grey band."""
+    from analysis.plots import OKABE_ITO
+
     figure = _figure(11, 5.2)
     ax = figure.add_axes((0.07, 0.12, 0.56, 0.78))
     table = table[table["batch"].notna()]
     dtype_markers = dict(zip(sorted(table["dtype"].unique()), ("o", "s", "^", "D", "v")))
+    # family colours alone drew gemm bf16, fp16 and fp32 in one orange; black is kept for the references
+    pairs = sorted(set(zip(table["kernel"], table["dtype"])))
+    colours = {pair: OKABE_ITO[index % 7] for index, pair in enumerate(pairs)}
     for (kernel, impl, dtype), rows in table.groupby(["kernel", "impl", "dtype"], sort=True):
         rows = rows.groupby("batch")["ratio"].median()
         ax.plot(rows.index, rows.values, "-" if impl == TRITON else "--", marker=dtype_markers[dtype],
-                color=family_colour(kernel), markersize=3.5, lw=1.1, label=f"{kernel} {impl} {dtype}")
+                color=colours[(kernel, dtype)], markersize=3.5, lw=1.1, label=f"{kernel} {impl} {dtype}")
     for (name, (low, high)), style in zip(references.items(), ("--", "-.", ":")):
         if high > low:
             ax.axhspan(low, high, color="grey", alpha=0.15, label=name)
@@ -255,5 +278,5 @@ def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]]
     ax.set_ylabel("time ratio (×); > 1: faster on the second device")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="kernel impl dtype (colour family, dashed baseline)")
+    _legend_outside(ax, title="kernel impl dtype (colour: kernel × dtype, dashed: baseline)")
     return save(figure, path)
