@@ -201,3 +201,19 @@ def test_fraction_of_roof_shows_every_shape_with_the_legend_on_a_shown_panel(dra
     for name, figure in fractions.items():
         assert "first" not in figure.get_suptitle(), name
         assert legends(figure), name
+
+
+def test_quant_speedup_draws_the_ideal_dashed_in_each_series_colour(tmp_path, monkeypatch):
+    import pandas as pd
+
+    captured = []
+    monkeypatch.setattr(plots_sweeps, "save", lambda figure, path: captured.append(figure) or path)
+    batches = [1, 2, 4, 8, 16]
+    table = pd.concat([pd.DataFrame(dict(series=name, batch=batches, speedup=[3.0, 2.8, 2.0, 1.0, 0.5], ideal=ideal))
+                       for name, ideal in (("int4", 3.8), ("int8", 1.9))])
+    plots_sweeps.speedup(table, {"int4": 8.0, "int8": 4.0}, tmp_path / "quant.png", "quantized")
+    ax = data_axes(captured[0])[0]
+    measured = {line.get_label(): line.get_color() for line in ax.lines if line.get_linestyle() == "-"}
+    ideals = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert sorted(max(line.get_ydata()) for line in ideals) == [1.9, 3.8]
+    assert {line.get_color() for line in ideals} == {measured["int4"], measured["int8"]}
