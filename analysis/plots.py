@@ -163,6 +163,28 @@ def _margin_labels(ax, labels: list[tuple[float, str, str]], gap_px: float = 22.
                 clip_on=False)
 
 
+def _roof_labels(ax, labels: list[tuple[float | None, float, str, str]], x_end: float, gap_px: float = 11.0) -> None:
+    """Compute-roof labels written on their roofs' height: ending just left of the ridge dot, in the corner above
+    the memory roofs that no point can reach; at the roof's right end where no ridge is known or the text would
+    run off the axes. Roofs a few per cent apart get their labels pushed apart (``gap_px``)."""
+    renderer = ax.figure.canvas.get_renderer()
+    to_px, from_px = ax.transData.transform, ax.transData.inverted().transform
+    left_px = ax.transAxes.transform((0.0, 0.0))[0]
+    placed: list[float] = []  # pixel rows of the ridge-side labels so far, highest first
+    for ridge, y, text, colour in sorted(labels, key=lambda item: -item[1]):
+        label = ax.text(ridge / 1.3 if ridge else x_end, y, text, fontsize=6.5, color=colour, ha="right",
+                        va="center", zorder=4, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.3))
+        if ridge is None or label.get_window_extent(renderer).x0 < left_px + 4:
+            label.set_position((x_end, y))
+            label.set_verticalalignment("bottom")
+            continue
+        pixel = to_px((ridge, y))[1]
+        if placed and placed[-1] - pixel < gap_px:
+            pixel = placed[-1] - gap_px
+            label.set_y(from_px((ridge, pixel))[1])
+        placed.append(pixel)
+
+
 def _legend_outside(ax, handles=None, title: str | None = None) -> None:
     ax.legend(handles=handles, fontsize=7, title=title, title_fontsize=7, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
@@ -201,7 +223,7 @@ def roofline(sweeps: list[SweepFit], ceilings: list[Ceiling], path: Path, title:
     with the DRAM roof; each roof is labelled on its line, ridges are marked and written as FLOP/B.
     Zero-FLOP kernels (copy, fill) have no place on a FLOP/s axis: they are in the bandwidth figure."""
     figure = _figure(10.5, 6.8)
-    ax = figure.add_axes((0.07, 0.2, 0.6, 0.74))
+    ax = figure.add_axes((0.07, 0.2, 0.88, 0.74))
     drawn = [s for s in sweeps if s.has_flops]
     xs_all, ys_all = [], []
     for sweep in drawn:
@@ -253,9 +275,9 @@ def roofline(sweeps: list[SweepFit], ceilings: list[Ceiling], path: Path, title:
         ax.plot([start, high], [ceiling.value / 1e12] * 2, style, color=colour, lw=1.3)
         if dram:
             ax.plot([start], [ceiling.value / 1e12], "o", color=colour, markersize=3)
-        ridge = f"\nridge {start:.3g} FLOP/B" if dram else ""
-        labels.append((ceiling.value / 1e12, ceiling.text + ridge, colour))
-    _margin_labels(ax, labels)
+        ridge = f" · ridge {start:.3g} FLOP/B" if dram else ""
+        labels.append((start if dram else None, ceiling.value / 1e12, ceiling.text + ridge, colour))
+    _roof_labels(ax, labels, high / 1.15)
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved TFLOP/s")
     ax.set_title(title, fontsize=10)
@@ -268,11 +290,11 @@ def roofline(sweeps: list[SweepFit], ceilings: list[Ceiling], path: Path, title:
 
 def bandwidth(sweeps: list[SweepFit], dram: list[Ceiling], l2: Ceiling | None, l2_bytes: float | None, path: Path,
               title: str) -> Path:
-    """Achieved GB/s against bytes moved (log x) for bandwidth kernels; DRAM roofs across, the L2 roof
-    only up to the L2 size (beyond it nothing stays cached), the L2 size marked."""
+    """Achieved bandwidth against bytes moved, log–log, for bandwidth kernels; DRAM roofs across, the L2 roof
+    (a value fitted to the warm-L2 points) only up to the L2 size, beyond which nothing stays cached."""
     figure = _figure(10, 5.4)
     ax = figure.add_axes((0.08, 0.12, 0.66, 0.8))
-    xs = []
+    xs, ys = [], []
     for sweep in sweeps:
         rows = sweep.rows.sort_values("bytes")
         x = rows["bytes"].to_numpy(float)
@@ -281,27 +303,36 @@ def bandwidth(sweeps: list[SweepFit], dram: list[Ceiling], l2: Ceiling | None, l
         ax.plot(x, y, style, color=family_colour(sweep.kernel), marker=impl_marker(sweep.impl), markersize=3.5,
                 linewidth=1, label=f"{sweep.kernel} {sweep.impl} {sweep.dtype} ({sweep.l2 or 'cold'} L2)")
         xs += list(x)
+        ys += list(y[np.isfinite(y) & (y > 0)])
     low, high = (min(xs) / 2, max(xs) * 2) if xs else (1e3, 1e10)
+    roofs = [c.value / 1e9 for c in [*dram, *([l2] if l2 else [])] if np.isfinite(c.value) and c.value > 0]
     ax.set_xlim(low, high)
+    ax.set_ylim(min([*ys, *roofs], default=1.0) / 1.5, max([*ys, *roofs], default=1e3) * 1.8)
     log_axis(ax, "x", 2 if high / low < 1e3 else 10, formatter=lambda v: si(v, "B").replace(" ", ""))
-    for ceiling, colour in zip(dram, ROOF_COLOURS):
-        ax.axhline(ceiling.value / 1e9, color=colour, linestyle="-" if ceiling.measured else "--", lw=1.2)
-        ax.text(low * 1.1, ceiling.value / 1e9 * 1.01, ceiling.text, fontsize=7, va="bottom", color=colour)
-    if l2 is not None and np.isfinite(l2.value) and l2_bytes:
-        ax.plot([low, l2_bytes], [l2.value / 1e9] * 2, ":", color=ROOF_COLOURS[1], lw=1.4)
-        ax.text(low * 1.1, l2.value / 1e9 * 1.01, l2.text + " — up to the L2 size", fontsize=7, va="bottom",
-                color=ROOF_COLOURS[1])
-    if l2_bytes:
-        ax.axvline(l2_bytes, color=ROOF_COLOURS[2], linestyle=":", lw=1)
-        ax.text(l2_bytes * 1.05, 0.02, f"L2 size {si(l2_bytes, 'B')}", fontsize=7, color=ROOF_COLOURS[2],
-                transform=ax.get_xaxis_transform(), va="bottom")
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("bytes moved per call (log)")
-    ax.set_ylabel("achieved GB/s")
+    log_axis(ax, "y", formatter=plain, subs=(1.0, 2.0, 5.0))
+    _bandwidth_roofs(ax, dram, l2, l2_bytes, low)
+    ax.set_xlabel("bytes moved per call (B, log)")
+    ax.set_ylabel("achieved bandwidth (GB/s, log)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.2)
     _legend_outside(ax, title="kernel impl dtype (L2)")
     return save(figure, path)
+
+
+def _bandwidth_roofs(ax, dram: list[Ceiling], l2: Ceiling | None, l2_bytes: float | None, low: float) -> None:
+    for ceiling, colour in zip(dram, ROOF_COLOURS):
+        ax.axhline(ceiling.value / 1e9, color=colour, linestyle="-" if ceiling.measured else "--", lw=1.2)
+        # measured below its line, datasheet above: the two DRAM roofs are a few per cent apart
+        ax.text(low * 1.1, ceiling.value / 1e9 * (0.99 if ceiling.measured else 1.01), ceiling.text, fontsize=7,
+                va="top" if ceiling.measured else "bottom", color=colour)
+    if l2 is not None and np.isfinite(l2.value) and l2_bytes:
+        ax.plot([low, l2_bytes], [l2.value / 1e9] * 2, ":", color=ROOF_COLOURS[1], lw=1.4)
+        ax.text(low * 1.1, l2.value / 1e9 * 1.01, f"L2 (fitted) {si(l2.value, 'B/s')}, warm L2, up to the L2 size",
+                fontsize=7, va="bottom", color=ROOF_COLOURS[1])
+    if l2_bytes:
+        ax.axvline(l2_bytes, color=ROOF_COLOURS[2], linestyle=":", lw=1)
+        ax.text(l2_bytes * 1.05, 0.02, f"L2 size {si(l2_bytes, 'B')}", fontsize=7, color=ROOF_COLOURS[2],
+                transform=ax.get_xaxis_transform(), va="bottom")
 
 
 def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "fraction of the roof") -> Path:

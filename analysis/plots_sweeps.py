@@ -53,7 +53,8 @@ def _fit_text(sweep: SweepFit) -> str:
     else:
         peak = "–"
     t0 = f"{fit.t0 * 1e6:.3g} µs" if np.isfinite(fit.t0) else "–"
-    return f"{who}: BW {bw}, P {peak}, t0 {t0}"
+    knee = f", knee {sweep.knee:.3g}" if np.isfinite(sweep.knee) else ""
+    return f"{who}: BW {bw}, P {peak}, t0 {t0}{knee}"
 
 
 def _swept_axis(ax, sweep: SweepFit, values) -> None:
@@ -63,12 +64,12 @@ def _swept_axis(ax, sweep: SweepFit, values) -> None:
     ax.set_xlim(values.min() / 1.4, values.max() * 1.4)
 
 
-def _time_limits(ax, group: list[SweepFit], lines: int, roof: Roof | None) -> None:
-    """y limits from the data, the fit and the roofline, with headroom above for the fitted parameters."""
-    values = [s.rows["p80_s"].fillna(s.rows["median_s"]).to_numpy(float) for s in group]
-    values += [s.rows["p20_s"].fillna(s.rows["median_s"]).to_numpy(float) for s in group]
+def _time_range(sweeps: list[SweepFit], roof: Roof | None) -> tuple[float, float]:
+    """Lowest and highest time among the points (p20–p80), the fits and the roofline."""
+    values = [s.rows["p80_s"].fillna(s.rows["median_s"]).to_numpy(float) for s in sweeps]
+    values += [s.rows["p20_s"].fillna(s.rows["median_s"]).to_numpy(float) for s in sweeps]
     bottom, top = float(np.nanmin(np.concatenate(values))), float(np.nanmax(np.concatenate(values)))
-    for sweep in group:
+    for sweep in sweeps:
         if not len(sweep.used):
             continue
         curves = [sweep.predict_at(sweep.used[sweep.batch])]
@@ -77,6 +78,11 @@ def _time_limits(ax, group: list[SweepFit], lines: int, roof: Roof | None) -> No
         for curve in curves:
             if np.isfinite(curve).all():
                 bottom, top = min(bottom, float(np.min(curve))), max(top, float(np.max(curve)))
+    return bottom, top
+
+
+def _time_limits(ax, bottom: float, top: float, lines: int) -> None:
+    """y limits with headroom above for ``lines`` lines of fitted parameters."""
     if ax.get_yscale() == "log":
         ax.set_ylim(bottom / 1.5, top * 1.5 * 2.2**lines)
     else:
@@ -84,61 +90,100 @@ def _time_limits(ax, group: list[SweepFit], lines: int, roof: Roof | None) -> No
         ax.set_ylim(bottom - 0.1 * span, top + span * (0.1 + 0.3 * lines))
 
 
+def _fit_series(ax, sweep: SweepFit, roof: Roof | None) -> None:
+    """One series: medians with p20–p80 bars (hollow where left out of the fit), the fit, the roofline dotted
+    and the fitted knee as a tick on the fit."""
+    style = _series_style(sweep)
+    rows = sweep.rows
+    x = rows[sweep.batch].to_numpy(float)
+    y = rows["median_s"].to_numpy(float)
+    low = np.clip(y - rows["p20_s"].fillna(rows["median_s"]).to_numpy(float), 0, None)
+    high = np.clip(rows["p80_s"].fillna(rows["median_s"]).to_numpy(float) - y, 0, None)
+    face = [style["color"] if i else "none" for i in rows["in_fit"].to_numpy(bool)]
+    ax.errorbar(x, y, yerr=[low, high], fmt="none", ecolor=style["color"], elinewidth=0.8, capsize=1.5)
+    ax.scatter(x, y, s=14, marker=style["marker"], facecolors=face, edgecolors=style["color"], zorder=3,
+               label=f"{sweep.impl} ({sweep.l2 or 'cold'} L2)" if sweep.l2 == "warm" else sweep.impl)
+    used = sweep.used
+    if not len(used) or used[sweep.batch].nunique() < 2:
+        return
+    grid = np.geomspace(used[sweep.batch].min(), used[sweep.batch].max(), 60)
+    if np.isfinite(sweep.fit.t0):
+        ax.plot(grid, sweep.predict_at(grid), linestyle=style["linestyle"], color=style["color"], lw=1)
+        if np.isfinite(sweep.knee) and grid[0] <= sweep.knee <= grid[-1]:
+            ax.plot([sweep.knee], sweep.predict_at([sweep.knee]), "|", color=style["color"], markersize=11, mew=1.6,
+                    zorder=4)
+    if roof is not None and np.isfinite(roof.bandwidth):
+        ax.plot(grid, sweep.predict_at(grid, roof.time), ":", color="black", lw=0.9)
+
+
+def _fit_legend(ax, sweeps: list[SweepFit]) -> None:
+    from matplotlib.lines import Line2D
+
+    impls = list(dict.fromkeys(s.impl for s in sweeps))
+    styles = {i: _series_style(next(s for s in sweeps if s.impl == i)) for i in impls}
+    handles = [Line2D([], [], marker=styles[i]["marker"], color=styles[i]["color"],
+                      linestyle=styles[i]["linestyle"], label=i) for i in impls]
+    handles.append(Line2D([], [], linestyle=":", color="black", label="roofline (no t0)"))
+    if any(np.isfinite(s.knee) for s in sweeps):
+        handles.append(Line2D([], [], linestyle="", marker="|", markersize=9, mew=1.6, color="#333333",
+                              label="fitted knee"))
+    _legend_outside(ax, handles, "impl")
+
+
 def fit_panels(sweeps: list[SweepFit], path: Path, title: str, roof: Roof | None = None,
                panel: Callable[[SweepFit], str] = lambda s: s.shape) -> Path:
-    """Median time (p20–p80 bars) vs the swept axis, one panel per shape (or per ``panel(sweep)``); the fit drawn
-    through with its BW, P and t0 written in the panel; the device's roofline dotted."""
+    """Median time (p20–p80 bars) vs the swept axis, one panel per shape (or per ``panel(sweep)``) on one time
+    scale for the whole figure; the fit drawn through with its BW, P, t0 and knee written in the panel; the
+    device's roofline dotted."""
     names = list(dict.fromkeys(panel(s) for s in sweeps))
     shown = names[:MAX_PANELS]
+    groups = {name: [s for s in sweeps if panel(s) == name] for name in shown}
+    drawn = [s for group in groups.values() for s in group]
+    bottom, top = _time_range(drawn, roof)
+    lines = max(len(group) for group in groups.values())
+    medians = np.concatenate([s.rows["median_s"].to_numpy(float) for s in drawn])
     figure, rows_n, columns = _grid(len(shown), height=2.9)
     axes = figure.subplots(rows_n, columns, squeeze=False)
-    for ax, name in zip(axes.flat, shown):
-        group = [s for s in sweeps if panel(s) == name]
-        texts = []
+    for ax, (name, group) in zip(axes.flat, groups.items()):
         _swept_axis(ax, group[0], np.concatenate([s.rows[s.batch].to_numpy(float) for s in group]))
-        time_axis(ax, np.concatenate([s.rows["median_s"].to_numpy(float) for s in group]))
-        _time_limits(ax, group, len(group), roof)
+        time_axis(ax, medians)
+        _time_limits(ax, bottom, top, lines)
         ax.set_autoscale_on(False)
         for sweep in group:
-            style = _series_style(sweep)
-            rows = sweep.rows
-            x = rows[sweep.batch].to_numpy(float)
-            y = rows["median_s"].to_numpy(float)
-            low = np.clip(y - rows["p20_s"].fillna(rows["median_s"]).to_numpy(float), 0, None)
-            high = np.clip(rows["p80_s"].fillna(rows["median_s"]).to_numpy(float) - y, 0, None)
-            inside = rows["in_fit"].to_numpy(bool)
-            face = [style["color"] if i else "none" for i in inside]
-            ax.errorbar(x, y, yerr=[low, high], fmt="none", ecolor=style["color"], elinewidth=0.8, capsize=1.5)
-            ax.scatter(x, y, s=14, marker=style["marker"], facecolors=face, edgecolors=style["color"], zorder=3,
-                       label=f"{sweep.impl} ({sweep.l2 or 'cold'} L2)" if sweep.l2 == "warm" else sweep.impl)
-            used = sweep.used
-            if len(used) and used[sweep.batch].nunique() >= 2:
-                grid = np.geomspace(used[sweep.batch].min(), used[sweep.batch].max(), 60)
-                if np.isfinite(sweep.fit.t0):
-                    ax.plot(grid, sweep.predict_at(grid), linestyle=style["linestyle"], color=style["color"], lw=1)
-                if roof is not None and np.isfinite(roof.bandwidth):
-                    ax.plot(grid, sweep.predict_at(grid, roof.time), ":", color="black", lw=0.9)
-            texts.append(_fit_text(sweep))
+            _fit_series(ax, sweep, roof)
         ax.set_title(_title(name), fontsize=7.5)
         ax.set_xlabel(group[0].batch or "", fontsize=7)
         ax.set_ylabel("time (µs)", fontsize=7)
         ax.tick_params(labelsize=6.5, which="both")
         ax.grid(True, which="major", alpha=0.2)
-        ax.text(0.02, 0.98, "\n".join(texts), transform=ax.transAxes, fontsize=6, va="top",
+        ax.text(0.02, 0.98, "\n".join(_fit_text(s) for s in group), transform=ax.transAxes, fontsize=6, va="top",
                 bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1))
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     more = f" — first {len(shown)} of {len(names)} shapes (all in fits.csv)" if len(names) > len(shown) else ""
-    figure.suptitle(f"{title}{more}\nmedian time, bars p20–p80; line: fit; dotted: the device roofline; "
-                    "hollow: warm L2 and in L2 (not fitted)", fontsize=9)
-    from matplotlib.lines import Line2D
-
-    impls = list(dict.fromkeys(s.impl for s in sweeps))
-    handles = [Line2D([], [], marker=impl_marker(i), **{k: v for k, v in _series_style(
-        next(s for s in sweeps if s.impl == i)).items() if k != "marker"}, label=i) for i in impls]
-    handles.append(Line2D([], [], linestyle=":", color="black", label="roofline (no t0)"))
-    _legend_outside(axes.flat[columns - 1], handles, "impl")
+    caption = ("median time, bars p20–p80; line: fit (|: its knee); dotted: the device roofline; hollow: warm L2 "
+               "and in L2 (not fitted); one time scale for all panels")
+    # about 14 characters per inch at 9 pt: a figure of one or two panels wraps the caption instead of cutting it
+    caption = "\n".join(textwrap.wrap(caption, int(figure.get_figwidth() * 14)))
+    figure.suptitle(f"{title}{more}\n{caption}", fontsize=9)
+    _fit_legend(axes.flat[columns - 1], sweeps)
     return save(figure, path)
+
+
+def _mark_knees(ax, knees: list[tuple[float, str]], xs: np.ndarray, has_flops: bool) -> None:
+    """One dotted line per distinct knee (impls moving different bytes, int4 vs fp16 weights, have their own)
+    inside the swept range; a note when there is none to draw."""
+    distinct: dict[float, str] = {}
+    for knee, colour in knees:
+        if np.isfinite(knee) and not any(abs(knee / k - 1) < 0.02 for k in distinct):
+            distinct[knee] = colour
+    inside = {k: c for k, c in distinct.items() if xs.min() / 1.4 <= k <= xs.max() * 1.4}
+    for knee, colour in inside.items():
+        ax.axvline(knee, color=colour, linestyle=":", lw=1.1)
+        ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom", color=colour)
+    if not inside and has_flops:
+        ax.text(0.98, 0.03, "knee outside range" if distinct else "no knee (memory-bound)",
+                transform=ax.transAxes, fontsize=6, ha="right")
 
 
 def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof], path: Path, title: str) -> Path:
@@ -173,24 +218,14 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
             above = fraction > 1.04
             ax.plot(x[above], np.full(above.sum(), 1.04), "^", color=style["color"], markersize=4)
             knees.append((roof_knee(sweep, roof.bandwidth, roof.peak), style["color"]))
-        # one knee per distinct value: impls moving different bytes (int4 vs fp16 weights) have their own
-        shown = {}
-        for knee, colour in knees:
-            if np.isfinite(knee) and not any(abs(knee / k - 1) < 0.02 for k in shown):
-                shown[knee] = colour
-        inside = {k: c for k, c in shown.items() if xs.min() / 1.4 <= k <= xs.max() * 1.4}
-        for knee, colour in inside.items():
-            ax.axvline(knee, color=colour, linestyle=":", lw=1.1)
-            ax.text(knee, 0.03, f" knee ≈ {knee:.0f}", fontsize=6.5, rotation=90, va="bottom", color=colour)
-        if not inside and sweeps[0].has_flops:
-            ax.text(0.98, 0.03, "knee outside range" if shown else "no knee (memory-bound)",
-                    transform=ax.transAxes, fontsize=6, ha="right")
+        _mark_knees(ax, knees, xs, sweeps[0].has_flops)
         ax.set_title(_title(f"{name} · {dtype}"), fontsize=7.5)
         ax.grid(True, which="major", alpha=0.2)
         ax.tick_params(labelsize=6.5, which="both", labelbottom=True, labelleft=True)
     first = sweeps[0]
     for ax in axes.flat:
         ax.set_xlabel(first.batch or "", fontsize=7)
+        ax.set_ylabel("fraction of the roof bound (%)", fontsize=7)
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     more = f" — first {len(shown)} of {len(keys)} shapes" if len(keys) > len(shown) else ""
@@ -204,8 +239,19 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
     return save(figure, path)
 
 
+IDEAL = "ideal"  # optional speed-up table column: baseline bytes / quantized bytes at the point
+
+
+def _ideal_speedup(rows: pd.DataFrame) -> np.ndarray | None:
+    """The bytes ratio at each row, the speed-up a purely memory-bound kernel would reach; None when the table
+    does not carry it (the packed layouts live in kernels.quant_formats, which needs torch: the report does not)."""
+    if IDEAL not in rows or not np.isfinite(rows[IDEAL].to_numpy(float)).any():
+        return None
+    return rows[IDEAL].to_numpy(float)
+
+
 def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Path:
-    """Speed-up vs batch per series; the 1× line and each crossover batch marked."""
+    """Speed-up vs batch per series; the 1× line, the ideal (bytes ratio) dashed and each crossover marked."""
     from analysis.plots import OKABE_ITO
 
     figure = _figure(10, 5)
@@ -214,30 +260,41 @@ def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Pa
         rows = rows.sort_values("batch")
         colour = OKABE_ITO[index % 7]
         ax.plot(rows["batch"], rows["speedup"], "-", marker="o", color=colour, markersize=3, label=series)
+        ideal = _ideal_speedup(rows)
+        if ideal is not None:
+            ax.plot(rows["batch"], ideal, "--", color=colour, lw=1,
+                    label=f"ideal {np.nanmax(ideal):.3g}× (bytes ratio)")
         crossing = crossovers.get(series)
         if crossing is not None and np.isfinite(crossing):
             ax.axvline(crossing, color=colour, linestyle=":", linewidth=1)
     ax.axhline(1.0, color="black", linewidth=1)
     log_axis(ax, "x", 2)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("batch (M)")
     ax.set_ylabel("speed-up over fp16 cuBLAS (torch.matmul), ×")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="series (dotted: crossover)")
+    _legend_outside(ax, title="series (dashed: ideal, dotted: crossover)" if IDEAL in table else
+                    "series (dotted: crossover)")
     return save(figure, path)
 
 
 def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
-    """Median time ratio (slow / fast device) vs batch: colour = family, line = impl (Triton solid, baseline
-    dashed), marker = dtype; reference ratios as black lines or a grey band."""
+    """Median time ratio (slow / fast device) vs batch: one colour per kernel × dtype, line = impl (Triton solid,
+    baseline dashed), marker = dtype; reference ratios as black lines or a grey band."""
+    from analysis.plots import OKABE_ITO
+
     figure = _figure(11, 5.2)
     ax = figure.add_axes((0.07, 0.12, 0.56, 0.78))
     table = table[table["batch"].notna()]
     dtype_markers = dict(zip(sorted(table["dtype"].unique()), ("o", "s", "^", "D", "v")))
+    # family colours alone drew gemm bf16, fp16 and fp32 in one orange; black is kept for the references
+    pairs = sorted(set(zip(table["kernel"], table["dtype"])))
+    colours = {pair: OKABE_ITO[index % 7] for index, pair in enumerate(pairs)}
     for (kernel, impl, dtype), rows in table.groupby(["kernel", "impl", "dtype"], sort=True):
         rows = rows.groupby("batch")["ratio"].median()
         ax.plot(rows.index, rows.values, "-" if impl == TRITON else "--", marker=dtype_markers[dtype],
-                color=family_colour(kernel), markersize=3.5, lw=1.1, label=f"{kernel} {impl} {dtype}")
+                color=colours[(kernel, dtype)], markersize=3.5, lw=1.1, label=f"{kernel} {impl} {dtype}")
     for (name, (low, high)), style in zip(references.items(), ("--", "-.", ":")):
         if high > low:
             ax.axhspan(low, high, color="grey", alpha=0.15, label=name)
@@ -249,5 +306,5 @@ def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]]
     ax.set_ylabel("time ratio (×); > 1: faster on the second device")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="kernel impl dtype (colour family, dashed baseline)")
+    _legend_outside(ax, title="kernel impl dtype (colour: kernel × dtype, dashed: baseline)")
     return save(figure, path)

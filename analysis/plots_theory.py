@@ -31,7 +31,7 @@ def rooflines(devices: list[Datasheet], path: Path) -> Path:
     from analysis.plots import _margin_labels
 
     figure = _figure(10.5, 6.4)
-    ax = figure.add_axes((0.08, 0.1, 0.56, 0.82))
+    ax = figure.add_axes((0.08, 0.2, 0.56, 0.72))
     low, high = 0.5, 5000.0
     peaks = [d.tensor(t) for d in devices for t in ("bf16", "fp8") if d.tensor(t)]
     ax.set_xlim(low, high)
@@ -69,7 +69,8 @@ def rooflines(devices: list[Datasheet], path: Path) -> Path:
     ax.set_title("PREDICTED: datasheet rooflines — bf16 tensor (solid), fp8 tensor (dashed), DRAM diagonals; "
                  "dots: ridge points", fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    ax.legend(fontsize=7, title="device (datasheet)", title_fontsize=7, loc="upper left", frameon=False)
+    ax.legend(fontsize=7, title="device (datasheet)", title_fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.1),
+              ncol=5, frameon=False)
     return save(figure, path)
 
 
