@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from analysis import plots, sections_theory
@@ -313,8 +313,14 @@ def built(tmp_path_factory):
     return root
 
 
+GOOD = pd.DataFrame([_row(N=n) for n in (1 << 24, 1 << 26)]).to_csv(index=False)
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=damaged())
+@example(case=(GOOD, '{"schema_version": 2, "device": 5}'))  # found by this test: an internal error, exit 2
+@example(case=(GOOD, '{"schema_version": 2, "device": {"name": 7, "sm_count": "x"}}'))  # likewise
+@example(case=(GOOD.replace("0.00099", "inf"), None))
 def test_report_over_a_damaged_file_loses_no_report_file(built, tmp_path, capsys, case):
     work = tmp_path / "work"
     if work.exists():
