@@ -42,10 +42,21 @@ def present_axes(rows: pd.DataFrame) -> list[str]:
     return [a for a in axis_columns(rows) if rows[a].notna().any()]
 
 
+def numeric(values: pd.Series) -> bool:
+    """Whether every value present is a number (not text such as a format name, not True/False)."""
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(present) or present.map(lambda v: isinstance(v, bool)).any():
+        return False
+    return bool(pd.to_numeric(present, errors="coerce").notna().all())
+
+
 def batch_axis(frame: pd.DataFrame, kernel: str) -> str | None:
-    """The axis a kernel's rows are swept along: the family's preferred axes first, else the most varied."""
+    """The axis a kernel's rows are swept along: the family's preferred axes first, else the most varied.
+
+    Only a numeric axis is swept (a sweep is drawn and fitted against it); a text axis such as ``format``
+    names series instead."""
     rows = frame[frame["kernel"] == kernel]
-    axes = present_axes(rows)
+    axes = [a for a in present_axes(rows) if numeric(rows[a])]
     for name in SWEPT_AXES.get(kernel, ()):
         if name in axes and rows[name].nunique(dropna=True) > 1:
             return name

@@ -108,10 +108,22 @@ def cached(key: str, path: Path, draw) -> Path:
     return path
 
 
+# No software version, no dates: the same inputs give the same bytes on any machine (committed figures stay put)
+FIXED_METADATA = {"png": {"Software": None}, "svg": {"Creator": None, "Date": None},
+                  "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+
+
 def save(figure, path: Path) -> Path:
+    """Write the figure beside ``path`` and swap it in, so no reader ever sees half a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    kind = path.suffix.lstrip(".").lower()
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        figure.savefig(tmp, format=kind, metadata=FIXED_METADATA.get(kind))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -2,9 +2,11 @@
 ``tokenomics.md`` (+ CSV) and one ``<slug>/report.md`` per device (with PNG figures and ``fits.csv``), from
 result files alone (no GPU needed).
 
-The report owns what it writes and nothing else: the files of each build are listed in a manifest in the
-output folder and removed by the next build before it writes, so no stale page or image survives and no
-file the report did not make is ever touched.
+The report owns what it writes and nothing else: each build is written aside (a hidden folder in the output
+folder) and swapped in only when complete, so a build that fails leaves the previous report as it was; its
+files are listed in a manifest, and the next build removes those it did not write again, so no stale page or
+image survives and no file the report did not make is ever touched. Figures carry no software version or date:
+the same results give the same bytes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -22,12 +26,12 @@ from analysis.comparison import comparison
 from analysis.devices import match_device
 from analysis.frames import timed
 from analysis.markdown import exact, number, plural, slug, table
-from analysis.sections import Device
+from analysis.sections import Device, figure, figure_failures
 from analysis.sweeps import fit_sweeps
-from bench.results import load_results, read_sidecar
+from bench.results import REPORT_MANIFEST, REPORT_STAGING, load_results, read_sidecar
 from kernels.errors import UsageError
 
-MANIFEST = ".rooflab-report.json"
+MANIFEST = REPORT_MANIFEST
 TITLE = "# rooflab report"
 
 
@@ -87,7 +91,7 @@ def _device_report(device: Device, out_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# The output folder: refuse what cannot be written, remove what the last build wrote
+# The output folder: refuse what cannot be written, build aside, swap in, remove what the last build wrote
 # ---------------------------------------------------------------------------------------------
 
 
@@ -106,35 +110,56 @@ def _legacy(out_dir: Path) -> list[Path]:
     return found
 
 
-def prepare(out_dir: Path) -> set[Path]:
-    """Check the folder can be written (one line if not), remove the previous build's files; return the files
-    left (not the report's)."""
+def _owned(out_dir: Path) -> list[Path]:
+    """The files the previous build wrote: its manifest's, else a pre-manifest report's."""
+    try:
+        return [out_dir / str(name) for name in json.loads((out_dir / MANIFEST).read_text())["files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return _legacy(out_dir)
+
+
+def prepare(results_dir: Path, out_dir: Path) -> Path:
+    """Check the folder can hold the report (one line if not); return an empty folder to build in.
+
+    The build folder is inside ``out_dir`` (same file system, so each file's swap is a rename); one left by a
+    build that was killed is removed."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"report --out {out_dir}: is a file; give a directory for the report")
+    if results_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise UsageError(f"report --out {out_dir}: holds the --results {results_dir} it would report on; give a "
+                         f"folder of its own (default {Path('results') / 'report'}), e.g. --out {results_dir / 'report'}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"report --out {out_dir}: cannot create it ({exc.strerror or exc})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageError(f"report --out {out_dir}: not writable")
-    manifest = out_dir / MANIFEST
-    try:
-        owned = [out_dir / name for name in json.loads(manifest.read_text())["files"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        owned = _legacy(out_dir)
+    for stale in out_dir.glob(f"{REPORT_STAGING}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=REPORT_STAGING, dir=out_dir))
+
+
+def _remove(out_dir: Path, stale: list[Path]) -> None:
     root = out_dir.resolve()
-    for path in owned:
+    for path in stale:
         if path.resolve().is_relative_to(root) and path.is_file():
             path.unlink()
-    for folder in sorted({p.parent for p in owned}, key=lambda p: -len(p.parts)):
+    for folder in sorted({p.parent for p in stale}, key=lambda p: -len(p.parts)):
         if folder != out_dir and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-    return _files(out_dir)
 
 
-def finish(out_dir: Path, before: set[Path]) -> None:
-    written = sorted(p.relative_to(out_dir).as_posix() for p in _files(out_dir) - before if p.name != MANIFEST)
-    (out_dir / MANIFEST).write_text(json.dumps({"files": written}, indent=1) + "\n")
+def swap(stage: Path, out_dir: Path) -> None:
+    """Move the finished build into ``out_dir`` file by file, remove what the previous build wrote and this one
+    did not, and record this build's files in the manifest (last, so it never lists a file not yet there)."""
+    written = sorted(p.relative_to(stage).as_posix() for p in _files(stage))
+    previous = _owned(out_dir)
+    for name in written:
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / name, out_dir / name)
+    _remove(out_dir, [p for p in previous if p.relative_to(out_dir).as_posix() not in written])
+    (stage / MANIFEST).write_text(json.dumps({"files": written}, indent=1) + "\n")
+    os.replace(stage / MANIFEST, out_dir / MANIFEST)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,15 +189,49 @@ def _claims_summary(claims_table: pd.DataFrame) -> str:
                "throughput per GPU at each max batch"], rows)])
 
 
-def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[Path, str]] | None = None) -> Path:
+def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[Path, str]] | None = None,
+                 failed: list[tuple[Path, str]] | None = None) -> Path:
     """Write the report into ``out_dir`` from the runs under ``results_dir``; return the index path.
 
     Files that cannot be read are listed in the index (and appended to ``bad`` when given); the rest are
-    reported."""
+    reported. Figures that cannot be drawn are named on their pages and in the index (and appended to
+    ``failed`` as (path under ``out_dir``, reason)). The report is built aside and swapped in only when
+    complete: a build that fails leaves the previous report as it was."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     bad = [] if bad is None else bad
+    failed = [] if failed is None else failed
     frame = load_results(results_dir, bad, skip=(out_dir,))  # one line when results_dir does not exist
-    before = prepare(out_dir)
+    stage = prepare(results_dir, out_dir)
+    token = figure_failures.set([])
+    try:
+        _write_report(results_dir, stage, frame, bad)
+        failed += [(path.relative_to(stage), reason) for path, reason in figure_failures.get()]
+        swap(stage, out_dir)
+    finally:
+        figure_failures.reset(token)
+        shutil.rmtree(stage, ignore_errors=True)
+    return out_dir / "index.md"
+
+
+def _comparison(slow: Device, fast: Device, out_dir: Path) -> str:
+    """Two devices' comparison (its table and figure); a line naming its figure when it cannot be drawn."""
+    done: list[str] = []
+    path = out_dir / (slug(f"compare-{slow.slug}-vs-{fast.slug}") + ".png")
+    line = figure(path, lambda _: done.append(comparison(slow, fast, out_dir)), f"{fast.name} vs {slow.name}")
+    return done[0] if done else f"### {fast.name} vs {slow.name}\n\n{line}"
+
+
+def _figures_section(out_dir: Path) -> str:
+    failed = figure_failures.get() or []
+    if not failed:
+        return ""
+    lines = [f"## Figures not drawn ({len(failed)})\n", "Each is named on its page with the reason; the report's "
+             "tables still hold its numbers:\n"]
+    lines += [f"- `{path.relative_to(out_dir).as_posix()}`: {reason}" for path, reason in failed]
+    return "\n".join(lines) + "\n"
+
+
+def _write_report(results_dir: Path, out_dir: Path, frame: pd.DataFrame, bad: list[tuple[Path, str]]) -> None:
     index = out_dir / "index.md"
     runs = _run_table(frame) if not frame.empty else pd.DataFrame()
     devices = []
@@ -210,8 +269,7 @@ def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[P
     ordered = sorted(measured, key=lambda d: d.dram_bandwidth())
     if len(ordered) > 1:
         parts.append("## Device comparison (MEASURED)\n")
-        parts += [comparison(a, b, out_dir) for a, b in itertools.combinations(ordered, 2)]
+        parts += [_comparison(a, b, out_dir) for a, b in itertools.combinations(ordered, 2)]
     parts.append(sections_node.static_section(results_dir) if results_dir.is_dir() else "")
+    parts.append(_figures_section(out_dir))
     index.write_text("\n".join(p for p in parts if p))
-    finish(out_dir, before)
-    return index

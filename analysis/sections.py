@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,26 @@ from analysis.devices import Datasheet
 from analysis.markdown import MISSING, capability, number, quantity, table
 from analysis.sweeps import SweepFit
 from analysis.tables import failures
+
+
+# (figure path, why it could not be drawn) for each figure of the build in progress that failed
+figure_failures: ContextVar[list[tuple[Path, str]] | None] = ContextVar("figure_failures", default=None)
+
+
+def figure(path: Path, draw: Callable[[Path], Any], alt: str) -> str:
+    """Draw ``path`` with ``draw``; the Markdown image, or, when it cannot be drawn, one line naming the figure
+    and why (the report goes on: its tables hold the figure's numbers)."""
+    try:
+        draw(path)
+    except Exception as exc:  # noqa: BLE001 - one figure must not cost the report
+        path.unlink(missing_ok=True)
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0] if text else 'no message'}"
+        failed = figure_failures.get()
+        if failed is not None:
+            failed.append((path, reason))
+        return f"**Figure `{path.name}` ({alt}) could not be drawn:** {reason}.\n"
+    return f"![{alt}]({path.name})\n"
 
 
 @dataclass(eq=False)

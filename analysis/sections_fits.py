@@ -12,7 +12,7 @@ from analysis import plots, plots_sweeps
 from analysis.ceilings import best
 from analysis.frames import BANDWIDTH_KERNELS
 from analysis.markdown import MISSING, exact, number, percent, quantity, slug, table
-from analysis.sections import Device
+from analysis.sections import Device, figure
 from analysis.sweeps import SweepFit, fits_table, roof_knee
 from analysis.tables import efficiency_grid, point_efficiency, quant_speedups
 
@@ -40,13 +40,13 @@ def plot_ceilings(device: Device) -> list[plots.Ceiling]:
 
 
 def roofline_section(device: Device, out_dir: Path) -> str:
-    plots.roofline(device.sweeps, plot_ceilings(device), out_dir / "roofline.png",
-                   f"{device.name}: empirical roofline (MEASURED points)")
+    image = figure(out_dir / "roofline.png", lambda p: plots.roofline(
+        device.sweeps, plot_ceilings(device), p, f"{device.name}: empirical roofline (MEASURED points)"), "roofline")
     return "\n".join(["## Roofline\n",
                       "Points: measured medians, one marker shape per impl, one colour per family, each series joined "
                       "in batch order; hollow = warm L2 and fits in L2 (left out of the fits). Roofs: measured solid, "
                       "datasheet dashed, each labelled with its value; dots mark the ridge points. Zero-FLOP "
-                      "kernels are in the bandwidth figure below.\n", "![roofline](roofline.png)\n"])
+                      "kernels are in the bandwidth figure below.\n", image])
 
 
 def bandwidth_section(device: Device, out_dir: Path) -> str:
@@ -58,12 +58,11 @@ def bandwidth_section(device: Device, out_dir: Path) -> str:
     if ds is not None:
         dram.append(plots.Ceiling("DRAM", ds.bandwidth, False, "bandwidth"))
     l2 = plots.Ceiling("L2 (warm)", best(table_, "l2_bw"), True, "bandwidth")
-    plots.bandwidth(sweeps, dram, l2, device.l2_bytes, out_dir / "bandwidth.png",
-                    f"{device.name}: bandwidth kernels (MEASURED)")
+    image = figure(out_dir / "bandwidth.png", lambda p: plots.bandwidth(
+        sweeps, dram, l2, device.l2_bytes, p, f"{device.name}: bandwidth kernels (MEASURED)"), "bandwidth")
     return "\n".join(["## Bandwidth kernels: GB/s against bytes\n",
                       "Achieved bytes/s (bytes moved / median time) against bytes per call; cold L2 solid, warm L2 "
-                      "dashed. The L2 roof holds only up to the L2 size; DRAM roofs hold everywhere.\n",
-                      "![bandwidth](bandwidth.png)\n"])
+                      "dashed. The L2 roof holds only up to the L2 size; DRAM roofs hold everywhere.\n", image])
 
 
 def fraction_section(device: Device, out_dir: Path) -> str:
@@ -77,8 +76,8 @@ def fraction_section(device: Device, out_dir: Path) -> str:
             families.setdefault(sweep.kernel, []).append(sweep)
     for kernel, sweeps in families.items():
         name = slug(f"fraction-{kernel}") + ".png"
-        plots_sweeps.fraction_of_roof(sweeps, device.roofs.roof, out_dir / name, f"{device.name}: {kernel}")
-        out.append(f"![fraction of roof: {kernel}]({name})\n")
+        out.append(figure(out_dir / name, lambda p, sweeps=sweeps, kernel=kernel: plots_sweeps.fraction_of_roof(
+            sweeps, device.roofs.roof, p, f"{device.name}: {kernel}"), f"fraction of roof: {kernel}"))
     return "\n".join(out) if families else ""
 
 
@@ -153,10 +152,11 @@ def fit_section(device: Device, out_dir: Path) -> str:
     for (family, dtype), sweeps in groups.items():
         name = slug(f"fit-{family}-{dtype}") + ".png"
         together = family == "bandwidth"
-        plots_sweeps.fit_panels(sweeps, out_dir / name, f"{device.name}: {family} {dtype}",
-                                device.roofs.roof(sweeps[0].kernel, dtype),
-                                (lambda s: f"{s.kernel} {s.shape}".removesuffix(" -")) if together else (lambda s: s.shape))
-        out.append(f"![fits: {family} {dtype}]({name})\n")
+        caption = (lambda s: f"{s.kernel} {s.shape}".removesuffix(" -")) if together else (lambda s: s.shape)
+        out.append(figure(out_dir / name, lambda p, sweeps=sweeps, family=family, dtype=dtype, caption=caption:
+                          plots_sweeps.fit_panels(sweeps, p, f"{device.name}: {family} {dtype}",
+                                                  device.roofs.roof(sweeps[0].kernel, dtype), caption),
+                          f"fits: {family} {dtype}"))
     return "\n".join(out)
 
 
@@ -179,8 +179,8 @@ def efficiency_section(device: Device, out_dir: Path) -> str:
     out.append(table(["kernel", "impl", "dtype", "points", "median", "best", "best point"], summary))
     grid = efficiency_grid(points)
     if not grid.empty:
-        plots.heatmap(grid, out_dir / "efficiency.png", f"{device.name}: median fraction of the roof over shapes")
-        out.append("![efficiency heatmap](efficiency.png)\n")
+        out.append(figure(out_dir / "efficiency.png", lambda p: plots.heatmap(
+            grid, p, f"{device.name}: median fraction of the roof over shapes"), "efficiency heatmap"))
     return "\n".join(out)
 
 
@@ -197,7 +197,7 @@ def quant_section(device: Device, out_dir: Path) -> str:
         by_batch = dict(zip(group["batch"], group["speedup"]))
         rows.append([series, *[number(by_batch.get(b), 3) for b in batches], number(crossings.get(series))])
     out.append(table(["series", *[f"M={exact(b)}" for b in batches], "crossover M"], rows))
-    plots_sweeps.speedup(speedups, crossings, out_dir / "quant-speedup.png", f"{device.name}: quantized vs fp16 cuBLAS")
-    out.append("![quantized speed-up](quant-speedup.png)\n")
+    out.append(figure(out_dir / "quant-speedup.png", lambda p: plots_sweeps.speedup(
+        speedups, crossings, p, f"{device.name}: quantized vs fp16 cuBLAS"), "quantized speed-up"))
     return "\n".join(out)
 

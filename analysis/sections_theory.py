@@ -11,7 +11,7 @@ import pandas as pd
 from analysis import plots, plots_theory, predicted
 from analysis.devices import get
 from analysis.markdown import number, quantity, slug, table
-from analysis.sections import Device
+from analysis.sections import Device, figure
 
 PAGE = "predicted.md"
 LINEAR_KERNELS = ("gemv", "gemm")
@@ -106,8 +106,8 @@ def predicted_page(devices_measured: list[Device], out_dir: Path) -> Path:
                   "ridge fp8 FLOP/B", "L2", "NVLink (both directions)", "source"], _roofline_rows(keys)),
            "B300 (HGX) has B200's bf16/fp8 peaks and 7.7 TB/s, so B200's roofs stand for it. A figure the datasheet "
            "does not give is –, never guessed.\n"]
-    plots.cached(f"rooflines {keys}", out_dir / "predicted-rooflines.png", lambda p: plots_theory.rooflines(sheets, p))
-    out.append("![datasheet rooflines](predicted-rooflines.png)\n")
+    out.append(figure(out_dir / "predicted-rooflines.png", lambda p: plots.cached(
+        f"rooflines {keys}", p, lambda q: plots_theory.rooflines(sheets, q)), "datasheet rooflines"))
     out += ["## LLM preset layers: knee batch per device\n",
             "A projection y = x·Wᵀ (W: N × K) at batch M moves (M·K + N·K + M·N) elements and does 2·M·N·K FLOPs; "
             "the knee is the M where the two times cross (M ≈ ridge × bytes per element / 2 for large N, K). "
@@ -126,10 +126,10 @@ def predicted_page(devices_measured: list[Device], out_dir: Path) -> Path:
     for model in predicted.preset_models():
         shapes = predicted.layer_shapes((model,))
         name = slug(f"predicted-layers-{model.name}") + ".png"
-        plots.cached(f"layers {model} {keys} {_digest(linear_measured)}", out_dir / name,
-                     lambda p, shapes=shapes, model=model: plots_theory.layer_curves(
-                         shapes, sheets, linear_measured, p, f"{model.name}: projection time vs batch (bf16)"))
-        out.append(f"![predicted layer times: {model.name}]({name})\n")
+        out.append(figure(out_dir / name, lambda p, shapes=shapes, model=model: plots.cached(
+            f"layers {model} {keys} {_digest(linear_measured)}", p, lambda q: plots_theory.layer_curves(
+                shapes, sheets, linear_measured, q, f"{model.name}: projection time vs batch (bf16)")),
+            f"predicted layer times: {model.name}"))
     out += ["## Attention shapes\n",
             "Decode attention reads every cached K and V byte once per step: its FLOP/byte tends to the GQA group "
             "size (query heads / kv heads), far below any ridge, so it has no knee — its time grows with the batch "
@@ -145,9 +145,9 @@ def predicted_page(devices_measured: list[Device], out_dir: Path) -> Path:
                                                                    predicted.DECODE_CONTEXTS for b in (1, 64)],
                       "prefill knee seq (causal)", "prefill knee seq (full)"], rows))
     shapes = predicted.attention_shapes()
-    plots.cached(f"attention {shapes} {keys} {_digest(attention_measured)}", out_dir / "predicted-attention.png",
-                 lambda p: plots_theory.attention_curves(shapes, sheets, attention_measured, p))
-    out.append("![predicted attention times](predicted-attention.png)\n")
+    out.append(figure(out_dir / "predicted-attention.png", lambda p: plots.cached(
+        f"attention {shapes} {keys} {_digest(attention_measured)}", p,
+        lambda q: plots_theory.attention_curves(shapes, sheets, attention_measured, q)), "predicted attention times"))
     path = out_dir / PAGE
     path.write_text("\n".join(out))
     return path

@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis import claims, plots, plots_theory
 from analysis.markdown import MISSING, exact, number, percent, quantity, table
-from analysis.sections import Device
+from analysis.sections import Device, figure
 from analysis.tokenomics import (BF16, HEADROOM, PRESETS, FittedKernels, Preset, RooflineKernels,
                                  decode_step, kv_bytes_per_token, parameters, shard_shapes, weight_bytes_per_gpu)
 
@@ -111,7 +111,8 @@ def tokenomics_page(devices: list[Device], out_dir: Path) -> tuple[Path, pd.Data
     frame = claims.curves(bases)
     frame.to_csv(out_dir / CSV, index=False)
     digest = str(int(pd.util.hash_pandas_object(frame.astype(str), index=False).sum()))
-    plots.cached(f"tokenomics {digest}", out_dir / "tokenomics.png", lambda p: plots_theory.tokenomics(frame, p))
+    image = figure(out_dir / "tokenomics.png", lambda p: plots.cached(
+        f"tokenomics {digest}", p, lambda q: plots_theory.tokenomics(frame, q)), "throughput per GPU vs interactivity")
     caps = claims.caps_table()
     cap_rows = [[p, s, *[exact(v) if v else "does not fit" for v in g["max_batch"]]]
                 for (p, s), g in caps.groupby(["preset", "scenario"], sort=False)]
@@ -150,7 +151,7 @@ def tokenomics_page(devices: list[Device], out_dir: Path) -> tuple[Path, pd.Data
            "so the ratio can only fall below 1.43× as the batch grows. At each device's max batch the ratio adds "
            "the larger batch H200's memory allows: compare it with the articles' ~3× (cost per token at equal "
            "GPU-hour price) and with MLPerf's measured 1.28–1.35× (a different serving stack and configuration).\n",
-           "![throughput per GPU vs interactivity](tokenomics.png)\n",
+           image,
            f"Every step of every curve, with its terms and their sources: [{CSV}]({CSV}).\n",
            "### Llama-3.1-405B FP8 TP8, 1k in / 19k out: terms at batch 1 and at the memory cap (ms)\n",
            table(["device", "basis", "batch", "step", "projections", "attention", "all-reduce", "LM head",

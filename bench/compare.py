@@ -1,7 +1,8 @@
 """Regression gate: NEW against BASE, point by point, with a noise-aware rule (``rooflab compare``).
 
-A point is (kernel, impl, dtype, label, every axis value, l2, graph); where a run holds it twice the
-latest row wins. Per point timed in both: ratio = new/base (each side × its own ceiling with
+A point is (kernel, impl, dtype, label, every axis value, l2, graph). One file holding a point twice is
+refused (exit 2, naming the point); where a directory's files hold it twice (a rerun) the latest row wins.
+BASE and NEW sharing files (``compare a.csv a.csv``) is said in a note. Per point timed in both: ratio = new/base (each side × its own ceiling with
 --normalize, see :mod:`analysis.scaling`), noise = √(n_base² + n_new²) with n from :func:`spread`,
 bound = max(threshold, k·noise). Slower beyond the bound: regression; faster: improvement; a bound
 above the cap with the change inside k·noise: inconclusive (too noisy to judge). cv is the spread of
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -128,6 +130,7 @@ class Run:
     path: Path
     rows: pd.DataFrame
     device: dict[str, str]  # fingerprint field -> value ("a | b" where the sidecars disagree)
+    files: tuple[Path, ...] = ()
 
     def describe(self) -> str:
         return self.device.get("name") or "unknown device"
@@ -158,12 +161,15 @@ def load_run(path: Path | str) -> Run:
     files = result_files(path)  # one line when the path does not exist
     if not files:
         raise UsageError(f"{path}: no results CSVs with their .json sidecars")
-    rows = pd.concat([load_csv(f) for f in files], ignore_index=True, sort=False)
+    frames = [load_csv(f) for f in files]
+    for file, frame in zip(files, frames):
+        _refuse_duplicates(file, frame)
+    rows = pd.concat(frames, ignore_index=True, sort=False)
     if rows.empty:
         raise UsageError(f"{path}: the run has no rows")
     if (rows["mode"] == Mode.INTERPRET.value).all():
         raise UsageError(f"{path}: an interpreter run (--interpret) carries no timings to compare")
-    return Run(path, rows, _merge(path, [_fingerprint(read_sidecar(f)) for f in files]))
+    return Run(path, rows, _merge(path, [_fingerprint(read_sidecar(f)) for f in files]), tuple(files))
 
 
 def _text(value: Any) -> str:
@@ -173,17 +179,59 @@ def _text(value: Any) -> str:
         return str(int(value))  # an int axis read back as float beside another family's NaNs
     return str(value)
 
+def _axes(rows: pd.DataFrame) -> list[str]:
+    return sorted(c for c in rows.columns if c not in _NOT_AXES)
+
+
+KEY_FIELDS = ("kernel", "impl", "dtype", "label", "axes", "l2", "graph")  # a point's identity, in key order
+
+
+def _key(row: dict, axes: list[str]) -> tuple:
+    values = tuple((a, _text(row[a])) for a in axes if _text(row[a]))
+    return (_text(row["kernel"]), _text(row["impl"]), _text(row["dtype"]), _text(row.get("label")), values,
+            _text(row["l2"]), _text(row["graph"]))
+
+
+def _describe(key: tuple) -> str:
+    kernel, impl, dtype, label, values, l2, graph = key
+    return " ".join([kernel, impl, dtype, *[label] * bool(label), *[f"{a}={v}" for a, v in values],
+                     f"l2={l2 or '(empty)'}", f"graph={graph or '(empty)'}"])
+
+
+def _refuse_duplicates(path: Path, rows: pd.DataFrame) -> None:
+    """One line for a file that holds a point twice: which of its rows is the measurement is not for the gate
+    to guess."""
+    axes, seen = _axes(rows), {}
+    for number, row in enumerate(rows.to_dict("records"), start=1):
+        key = _key(row, axes)
+        if key in seen:
+            raise UsageError(f"{path}: point {_describe(key)} is in rows {seen[key]} and {number}; a results file "
+                             "holds each point once: keep one row (reruns belong in a file of their own)")
+        seen[key] = number
 
 
 def _keyed(rows: pd.DataFrame) -> dict[tuple, dict]:
-    """Rows by point identity; the latest row wins where a point appears twice."""
-    axes = sorted(c for c in rows.columns if c not in _NOT_AXES)
-    out: dict[tuple, dict] = {}
+    """Rows by point identity; the latest row wins where a point appears in two files (a rerun)."""
+    axes = _axes(rows)
     order = rows["timestamp"].fillna("").astype(str).sort_values(kind="stable").index
-    for row in rows.loc[order].to_dict("records"):
-        values = tuple((a, _text(row[a])) for a in axes if _text(row[a]))
-        out[(row["kernel"], row["impl"], row["dtype"], _text(row.get("label")), values, row["l2"], row["graph"])] = row
-    return out
+    return {_key(row, axes): row for row in rows.loc[order].to_dict("records")}
+
+
+def _values(keys, field: str) -> set:
+    at = KEY_FIELDS.index(field)
+    return {tuple(a for a, _ in k[at]) if field == "axes" else k[at] for k in keys}
+
+
+def _shown(values: set) -> str:
+    texts = sorted(("+".join(v) or "(none)") if isinstance(v, tuple) else (v or "(empty)") for v in values)
+    return ", ".join(texts[:5]) + (f" and {len(texts) - 5} more" if len(texts) > 5 else "")
+
+
+def _apart(base_keys, new_keys) -> str:
+    """The key fields whose values BASE and NEW share none of: what keeps their points apart."""
+    fields = [f for f in KEY_FIELDS if _values(base_keys, f).isdisjoint(_values(new_keys, f))]
+    return "; ".join(f"{f} (base: {_shown(_values(base_keys, f))}; new: {_shown(_values(new_keys, f))})"
+                     for f in fields)
 
 
 def _timed(row: dict) -> bool:
@@ -320,9 +368,10 @@ def compare(base: Run, new: Run, rule: Rule = Rule(), normalize: Normalize = Nor
                                        ratio=ratio, noise=noise, bound=rule.bound(noise), normalized_by=kind))
     only_in_new = sum(1 for k, r in new_rows.items() if _timed(r) and k not in base_ok)
     if all(p.verdict is Verdict.MISSING for p in points) and not any(k in base_ok for k in new_rows):
+        apart = _apart(base_ok, new_rows)
         raise UsageError(f"no points in common between {base.path} and {new.path} "
-                         f"({len(base_ok)} timed in base, {len(new_rows)} rows in new): is NEW a run of the same "
-                         "suite?")
+                         f"({len(base_ok)} timed in base, {len(new_rows)} rows in new): "
+                         + (f"their points' keys differ in {apart}" if apart else "is NEW a run of the same suite?"))
     return Comparison(base, new, rule, normalize, points, only_in_new, warnings, allow)
 
 
@@ -429,8 +478,24 @@ def run_compare(base: str | Path, new: str | Path, *, threshold: str = DEFAULT_T
     allow = Allowances(parse_fraction(allow_missing, "--allow-missing"), allow_inconclusive)
     if json_path:
         _check_writable(Path(json_path))
-    result = compare(load_run(base), load_run(new), rule, Normalize(normalize), allow_different_devices, allow)
+    base_run, new_run = load_run(base), load_run(new)
+    result = compare(base_run, new_run, rule, Normalize(normalize), allow_different_devices, allow)
+    notes = _shared(base_run, new_run)
     if json_path:
-        _write_json(Path(json_path), to_json(result))
+        data = to_json(result)
+        _write_json(Path(json_path), {**data, "warnings": data["warnings"] + notes})
+    for note in notes:
+        print(f"rooflab: note: {note}", file=sys.stderr)
     out(render(result))
     return result.exit_code
+
+
+def _shared(base: Run, new: Run) -> list[str]:
+    """A note when BASE and NEW hold the same files: their points are compared with themselves."""
+    same = {f.resolve() for f in base.files} & {f.resolve() for f in new.files}
+    if not same:
+        return []
+    if len(base.files) == len(new.files) == 1:
+        return [f"base and new are the same file ({base.files[0]}): every point is compared with itself"]
+    return [f"{len(same)} files are in both base and new (e.g. {min(same)}): their points are compared with "
+            "themselves"]

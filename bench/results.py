@@ -144,6 +144,44 @@ class ResultsError(UsageError):
     """A results file that does not follow the schema."""
 
 
+SIGNED_COLUMNS = ("overhead_s",)  # event − kernel time: within noise of 0 it may come out below
+UNBOUNDED_COLUMNS = ("rel_err", "max_elem_err")  # an error may be infinite (a reference of zero, an overflow)
+
+
+def _refuse(path: Path, values: pd.Series, wrong: pd.Series, problem: str, valid: str) -> None:
+    """One line naming the file, the first wrong row (1 = the first row under the header), the column and its
+    value (``{value}`` in ``problem``), and what is valid."""
+    if not wrong.any():
+        return
+    at = int(wrong.to_numpy().nonzero()[0][0])
+    value = values.iloc[at]
+    shown = "(empty)" if pd.isna(value) else repr(value) if isinstance(value, str) else f"{value:g}"
+    raise ResultsError(f"{path}: row {at + 1}, column {values.name} {problem.format(value=shown)}; valid: {valid}")
+
+
+def _numbers(path: Path, raw: pd.Series) -> pd.Series:
+    """A numeric column checked cell by cell: empty, or a number ≥ 0 (finite, but for the error columns)."""
+    converted = pd.to_numeric(raw, errors="coerce")
+    _refuse(path, raw, converted.isna() & raw.notna(), "holds non-numeric text {value}", "a number, or empty")
+    if raw.name in SIGNED_COLUMNS:
+        _refuse(path, converted, converted.notna() & ~converted.abs().lt(math.inf), "holds {value}",
+                "a finite number, or empty")
+        return converted
+    unbounded = raw.name in UNBOUNDED_COLUMNS
+    below = converted <= math.inf if unbounded else converted < math.inf
+    _refuse(path, converted, converted.notna() & ~(below & (converted >= 0)), "holds {value}",
+            f"a {'' if unbounded else 'finite '}number ≥ 0{' (inf allowed)' if unbounded else ''}, or empty")
+    return converted
+
+
+def _check_quantiles(path: Path, frame: pd.DataFrame) -> None:
+    inverted = frame["p20_s"] > frame["p80_s"]
+    if inverted.any():
+        at = int(inverted.to_numpy().nonzero()[0][0])
+        raise ResultsError(f"{path}: row {at + 1}, columns p20_s, p80_s: p20_s {frame['p20_s'].iloc[at]:g} > "
+                           f"p80_s {frame['p80_s'].iloc[at]:g}; valid: p20_s ≤ p80_s")
+
+
 def load_csv(path: Path | str) -> pd.DataFrame:
     """One results file, validated: schema version, required columns, statuses, numeric columns."""
     path = Path(path)
@@ -181,10 +219,8 @@ def load_csv(path: Path | str) -> pd.DataFrame:
         raise ResultsError(f"{path}: bad mode values {sorted(map(str, bad_mode))}; "
                            f"valid: {', '.join(m.value for m in Mode)}")
     for column in NUMERIC_COLUMNS:
-        converted = pd.to_numeric(frame[column], errors="coerce")
-        if (converted.isna() & frame[column].notna()).any():
-            raise ResultsError(f"{path}: column {column} holds non-numeric values")
-        frame[column] = converted
+        frame[column] = _numbers(path, frame[column])
+    _check_quantiles(path, frame)
     for column in BOOL_COLUMNS:
         text = frame[column].astype("string").str.strip().str.lower()
         parsed = text.map({"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False},
@@ -193,8 +229,8 @@ def load_csv(path: Path | str) -> pd.DataFrame:
             raise ResultsError(f"{path}: column {column} holds values other than True/False")
         frame[column] = parsed.astype("boolean")
     timed = (frame["status"] == Status.OK.value) & (frame["mode"] == Mode.CUDA.value)
-    if (frame.loc[timed, "median_s"].fillna(0) <= 0).any():
-        raise ResultsError(f"{path}: an ok row timed on CUDA has no positive median_s")
+    _refuse(path, frame["median_s"], timed & ~(frame["median_s"] > 0),
+            "is {value}: an ok row timed on CUDA has no positive median_s", "a time > 0 in seconds")
     for text_column in ("config", "error", "label", "throttle", "suite", "gpu", "timer"):
         frame[text_column] = frame[text_column].fillna("")
     frame["source"] = str(path)
@@ -213,10 +249,31 @@ def result_files(root: Path | str) -> list[Path]:
 
 DERIVED_TABLES = (".ceilings.csv", ".health.csv")  # written beside runs by `ceilings`, not runs themselves
 STATIC_DIR = "static"  # results/static/<arch>.csv: `rooflab compile`'s table, not a run
+REPORT_MANIFEST = ".rooflab-report.json"  # in a report folder: the files that report wrote (never runs)
+REPORT_STAGING = ".rooflab-report-building-"  # a report being built, swapped into its folder when complete
 
 
-def _orphans(root: Path, skip: tuple[Path, ...]) -> list[Path]:
-    """CSVs under a directory without a run sidecar (not the tables rooflab writes beside runs)."""
+def report_files(root: Path) -> set[Path]:
+    """The files reports under ``root`` wrote (listed in their manifests) and any half-built report's files."""
+    if not root.is_dir():
+        return set()
+    owned = {p.resolve() for p in root.rglob(f"{REPORT_STAGING}*/**/*") if p.is_file()}
+    for manifest in root.rglob(REPORT_MANIFEST):
+        try:
+            names = json.loads(manifest.read_text())["files"]
+            owned |= {(manifest.parent / str(name)).resolve() for name in names}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a manifest this rooflab wrote: its folder's files are looked at like any others
+    return owned
+
+
+def _skipped(path: Path, skip: tuple[Path, ...], owned: set[Path]) -> bool:
+    resolved = path.resolve()
+    return resolved in owned or any(resolved.is_relative_to(s.resolve()) for s in skip)
+
+
+def _orphans(root: Path, skip: tuple[Path, ...], owned: set[Path]) -> list[Path]:
+    """CSVs under a directory without a run sidecar (not the tables rooflab writes beside runs or in reports)."""
     if not root.is_dir():
         return []
     found = []
@@ -225,10 +282,19 @@ def _orphans(root: Path, skip: tuple[Path, ...]) -> list[Path]:
             continue
         if STATIC_DIR in path.relative_to(root).parts[:-1]:
             continue
-        if any(path.resolve().is_relative_to(s.resolve()) for s in skip):
+        if _skipped(path, skip, owned):
             continue
         found.append(path)
     return found
+
+
+def _load_one(path: Path) -> pd.DataFrame:
+    """A run's CSV with its sidecar checked; a file without rows is refused (it is no run)."""
+    read_sidecar(path)
+    frame = load_csv(path)
+    if frame.empty:
+        raise ResultsError(f"{path}: no rows (a header only): nothing was measured in it")
+    return frame
 
 
 def load_results(root: Path | str, bad: list[tuple[Path, str]] | None = None,
@@ -237,25 +303,27 @@ def load_results(root: Path | str, bad: list[tuple[Path, str]] | None = None,
 
     With ``bad`` (a list), a file that cannot be read — malformed CSV, missing or malformed sidecar, or a
     CSV with no sidecar at all — is appended as (path, one-line reason) and the rest still load; without it
-    the first such file raises. Paths under ``skip`` (e.g. a report folder inside results/) are ignored."""
+    the first such file raises; with ``bad``, a file with a header and no rows is named too ("no rows"). Paths
+    under ``skip`` (e.g. a report folder inside results/) and the files a report wrote (listed in its manifest,
+    wherever it is) are ignored."""
     root = Path(root)
     skipped = tuple(Path(s) for s in skip)
-    files = [f for f in result_files(root) if not any(f.resolve().is_relative_to(s.resolve()) for s in skipped)]
+    owned = report_files(root)
+    files = [f for f in result_files(root) if not _skipped(f, skipped, owned)]
     frames = []
     for path in files:
         if bad is None:
             frames.append(load_csv(path))
             continue
         try:
-            read_sidecar(path)
-            frames.append(load_csv(path))
+            frames.append(_load_one(path))
         except UsageError as exc:
             bad.append((path, str(exc)))
         except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others' results
             bad.append((path, f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"))
     if bad is not None:
         bad += [(p, f"{p}: no run sidecar {sidecar_path(p).name} beside it, so it is not loaded as a run "
-                    "(rooflab writes both)") for p in _orphans(root, skipped)]
+                    "(rooflab writes both)") for p in _orphans(root, skipped, owned)]
     if not frames:
         return pd.DataFrame(columns=[*ID_COLUMNS, *METRIC_COLUMNS, "source"])
     return pd.concat(frames, ignore_index=True, sort=False)
@@ -273,6 +341,11 @@ def write_sidecar(csv_path: Path | str, metadata: Mapping[str, Any]) -> Path:
     return path
 
 
+SIDECAR_BLOCKS = ("device", "software", "timing")  # objects where present
+DEVICE_TEXT = ("name", "slug")
+DEVICE_COUNTS = ("sm_count", "l2_bytes", "memory_bytes")
+
+
 def read_sidecar(csv_path: Path | str) -> dict[str, Any]:
     path = sidecar_path(csv_path)
     try:
@@ -286,4 +359,19 @@ def read_sidecar(csv_path: Path | str) -> dict[str, Any]:
     if data.get("schema_version") not in READABLE_VERSIONS:
         raise ResultsError(f"{path}: schema_version {data.get('schema_version')!r}; this rooflab reads "
                            f"{', '.join(map(str, READABLE_VERSIONS))}")
+    for block in SIDECAR_BLOCKS:
+        if data.get(block) is not None and not isinstance(data[block], dict):
+            raise ResultsError(f"{path}: malformed sidecar: \"{block}\" must be a JSON object, found "
+                               f"{type(data[block]).__name__}")
+    _check_device(path, data.get("device") or {})
     return data
+
+
+def _check_device(path: Path, device: dict[str, Any]) -> None:
+    for key, value in device.items():
+        if value is None:
+            continue
+        if key in DEVICE_TEXT and not isinstance(value, str):
+            raise ResultsError(f"{path}: malformed sidecar: device.{key} {value!r}; valid: text")
+        if key in DEVICE_COUNTS and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ResultsError(f"{path}: malformed sidecar: device.{key} {value!r}; valid: a whole number > 0")
