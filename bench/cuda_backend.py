@@ -87,7 +87,7 @@ class CudaBackend:
     def flush_l2(self) -> None:
         self._zero.zero_()
         if self._flush_mode is FlushMode.CLEAN:  # evict the dirty zeros: write-backs happen here, untimed
-            self._torch.sum(self._read, dtype=self._torch.int64, out=self._sum)
+            self._torch.sum(self._read, dim=0, dtype=self._torch.int64, out=self._sum)
 
     def hold(self, seconds: float) -> None:
         self._torch.cuda._sleep(int(min(seconds, 0.1) * self._cycles_per_s))

@@ -152,9 +152,10 @@ def row_line(row: dict, machine: Machine) -> str:
     """One log line per finished point: what ran, its time, and its fraction of the datasheet roofline bound."""
     axes = " ".join(f"{a.name}={row[a.name]}" for a in registry.get(row["kernel"]).axes if a.name in row)
     what = f"{row['kernel']} {row['impl']} {row['dtype']} {axes}".strip()
-    if row["status"] != "ok" or not row.get("median_s"):
+    status = getattr(row["status"], "value", row["status"])
+    if status != "ok" or not row.get("median_s"):
         reason = str(row.get("error") or "")[:120]
-        return f"  {row['status']:7s} {what}" + (f" ({reason})" if reason else "")
+        return f"  {status:7s} {what}" + (f" ({reason})" if reason else "")
     median = float(row["median_s"])
     roof = roof_seconds(machine, row["kernel"], row["dtype"], float(row["flops"] or 0), float(row["bytes"] or 0))
     fraction = f"{roof / median:6.1%} of roof" if roof else "(no roof)"
