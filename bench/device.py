@@ -314,7 +314,10 @@ def git_commit(root: Path | None = None) -> dict[str, Any]:
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", None
-    if not commit and os.environ.get("ROOFLAB_GIT_COMMIT"):
-        # a copy of the checkout without .git (a lent machine): the caller says which commit it is
-        return {"git_commit": os.environ["ROOFLAB_GIT_COMMIT"], "git_dirty": None, "git_commit_source": "ROOFLAB_GIT_COMMIT"}
+    told = os.environ.get("ROOFLAB_GIT_COMMIT", "").strip()
+    if told:
+        # a copy of the checkout (a lent machine) may carry no .git, or a stale one: the caller says which
+        # commit the files are, and what git saw there is kept beside it
+        return {"git_commit": told, "git_dirty": None, "git_commit_source": "ROOFLAB_GIT_COMMIT",
+                "git_commit_seen": commit, "git_dirty_seen": bool(dirty) if dirty is not None else None}
     return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None}

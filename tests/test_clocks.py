@@ -122,3 +122,20 @@ def test_a_sweep_with_broken_nvml_still_measures_and_the_sidecar_says_why(tmp_pa
     assert row["status"] == "ok" and row["median_s"] > 0
     assert row["sm_clock_mhz"] is None
     assert runner.nvml_errors and "GPU_IS_LOST" in next(iter(runner.nvml_errors))
+
+
+def test_the_commit_the_caller_names_wins_over_a_stale_git(tmp_path, monkeypatch):
+    """A lent machine's copy carried a stale .git (HEAD = the session's first commit): the sidecar named it."""
+    import subprocess
+
+    from bench.device import git_commit
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "stale"], check=True)
+    monkeypatch.setenv("ROOFLAB_GIT_COMMIT", "6c6b10d7")
+    meta = git_commit(tmp_path)
+    assert meta["git_commit"] == "6c6b10d7" and meta["git_commit_source"] == "ROOFLAB_GIT_COMMIT"
+    assert len(meta["git_commit_seen"]) == 40
+    monkeypatch.delenv("ROOFLAB_GIT_COMMIT")
+    assert git_commit(tmp_path)["git_commit"] == meta["git_commit_seen"]
