@@ -261,6 +261,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
@@ -277,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rooflab: interrupted; rows already written are kept (continue with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rooflab run --dry-run | head`: the reader left; nothing more to say
+        _silence_stdout()
+        return 0
     except Exception as exc:  # a bug, not bad input: still one line, and never exit 1 (= "regression")
         if os.environ.get("ROOFLAB_DEBUG"):
             raise

@@ -106,3 +106,15 @@ def test_kernels_and_suites_listing(capsys):
     assert code == 0 and "copy:" in out and "axes:   N:int" in out and "impl torch" in out
     code, out, _ = run(capsys, "suites")
     assert code == 0 and "stream:" in out and "smoke:" in out
+
+
+def test_a_dry_run_piped_into_head_ends_quietly(tmp_path):
+    """`rooflab run --dry-run | head -2` printed `internal error: BrokenPipeError`."""
+    import subprocess
+    import sys
+
+    shell = f"{sys.executable} -m bench run --dry-run --device h200 | head -2"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert len(done.stdout.splitlines()) == 2
+    assert "error" not in done.stderr.lower() and "Traceback" not in done.stderr
+    assert done.returncode == 0
