@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis.devices import Datasheet
 from analysis.fit import fit_roofline
-from analysis.frames import axis_columns, l2_flags, timed
+from analysis.frames import axis_columns, l2_flags, timed, unsteady
 from analysis.markdown import quantity
 from analysis.roofline import Roof
 from bench.results import load_csv, read_sidecar
@@ -86,7 +86,8 @@ def derive_ceilings(frame: pd.DataFrame, l2_bytes: float | None = None) -> pd.Da
     ``l2_bytes`` defaults to the L2 size in the rows' run sidecars; without it the DRAM rule falls
     back to rows not flagged ``l2_resident`` and the L2 rule is skipped.
     """
-    rows = timed(frame).copy()
+    rows = timed(frame)
+    rows = rows[~unsteady(rows)].copy()  # not converged or thermally throttled: no ceiling from them
     if l2_bytes is None and "source" in rows and len(rows):
         sizes = {read_sidecar(path).get("device", {}).get("l2_bytes") for path in rows["source"].unique()}
         sizes.discard(None)

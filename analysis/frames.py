@@ -37,6 +37,21 @@ def timed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+# clock reasons that make a row's time not the card's: heat and hardware slowdowns (a power cap is the
+# card's steady state under sustained load, and is kept)
+UNSTEADY_THROTTLE = frozenset({"hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake", "thermal"})
+
+
+def unsteady(rows: pd.DataFrame) -> pd.Series:
+    """Timed rows whose figure is not to be trusted: the stopping rule was not met (two modes, drift, a
+    wide interval at the timeout), or the clocks were held down by heat or a hardware slowdown."""
+    if rows.empty:
+        return pd.Series(False, index=rows.index, dtype=bool)
+    not_converged = rows["converged"].astype("boolean").fillna(True) == False  # noqa: E712 (pandas NA)
+    throttle = rows["throttle"].fillna("").astype(str).map(lambda text: bool(set(text.split()) & UNSTEADY_THROTTLE))
+    return (not_converged | throttle).astype(bool)
+
+
 def present_axes(rows: pd.DataFrame) -> list[str]:
     """Axis columns that hold a value in at least one of the rows."""
     return [a for a in axis_columns(rows) if rows[a].notna().any()]

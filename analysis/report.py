@@ -24,7 +24,7 @@ from analysis import sections, sections_fits, sections_node, sections_theory, se
 from analysis.ceilings import DeviceRoofs, derive_ceilings
 from analysis.comparison import comparison
 from analysis.devices import match_device
-from analysis.frames import timed
+from analysis.frames import timed, unsteady
 from analysis.markdown import exact, number, plural, slug, table
 from analysis.sections import Device, figure, figure_failures
 from analysis.sweeps import fit_sweeps
@@ -59,7 +59,7 @@ def _device(slug_: str, runs: pd.DataFrame, frame: pd.DataFrame) -> Device:
     roofs = DeviceRoofs(derive_ceilings(points, info.get("l2_bytes")), datasheet)
     device = Device(slug_, newest["name"], info, runs, frame, datasheet, roofs, points)
     if device.timed:
-        device.pooled, device.sweeps = fit_sweeps(points, roofs.caps)
+        device.pooled, device.sweeps = fit_sweeps(points[~unsteady(points)], roofs.caps)
     return device
 
 
@@ -189,6 +189,18 @@ def _claims_summary(claims_table: pd.DataFrame) -> str:
                "throughput per GPU at each max batch"], rows)])
 
 
+def _unsteady_summary(devices) -> str:
+    """First-page count of timed rows kept out of the ceilings and fits, per device."""
+    counts = [(d, int(unsteady(d.points).sum())) for d in devices if d.timed]
+    counts = [(d, n) for d, n in counts if n]
+    if not counts:
+        return ""
+    listed = "; ".join(f"{d.name} (`{d.slug}`): {n} of {len(d.points)}" for d, n in counts)
+    return (f"**Not converged or thermally throttled:** {listed} timed rows — their stopping rule was not met "
+            "(two modes, drift, or a wide interval at the timeout) or heat or a hardware slowdown held the clocks "
+            "down. They stay in the tables but are left out of the measured ceilings and the fits.\n")
+
+
 def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[Path, str]] | None = None,
                  failed: list[tuple[Path, str]] | None = None) -> Path:
     """Write the report into ``out_dir`` from the runs under ``results_dir``; return the index path.
@@ -253,7 +265,7 @@ def _write_report(results_dir: Path, out_dir: Path, frame: pd.DataFrame, bad: li
              "**Measured or predicted?** MEASURED = medians of timed rows under results/ and what is fitted to them; "
              "PREDICTED = the device table's datasheet figures through the roofline (and, for decode economics, "
              "the decode-step model). Every table and figure says which.\n", _bad_section(bad),
-             sections_theory.index_summary(devices), _claims_summary(claims_table)]
+             _unsteady_summary(devices), sections_theory.index_summary(devices), _claims_summary(claims_table)]
     if devices:
         parts += ["## Devices\n",
                   table(["device", "slug", "datasheet", "runs", "timed points", "report"],

@@ -41,3 +41,36 @@ def drift_rel(samples: list[float] | np.ndarray) -> float:
         return 0.0
     half = values.size // 2
     return abs(float(np.median(values[:half]) - np.median(values[half:]))) / float(np.median(values))
+
+
+MODE_SHARE = 0.1  # each mode holds at least this share of the samples
+MODE_SEPARATION = 4.0  # modes whose medians differ by this many times their own spread are two, not one
+
+
+def two_modes(samples: list[float] | np.ndarray, tick: float = 0.0, min_samples: int = 20) -> tuple | None:
+    """(share of the lower mode, its median, the upper mode's median) when the samples fall into two
+    clusters that explain their spread — a kernel that alternates between two speeds — else None.
+
+    The split is the one that minimises the summed squared deviation within the two halves of the
+    sorted samples (1-D two-means); it counts when both halves hold ≥ MODE_SHARE of the samples and
+    their medians lie MODE_SEPARATION spreads apart, and further apart than two timer ticks.
+    """
+    values = np.sort(np.asarray(samples, dtype=np.float64))
+    n = values.size
+    if n < min_samples:
+        return None
+    low, high = max(1, math.ceil(MODE_SHARE * n)), min(n - 1, math.floor((1 - MODE_SHARE) * n))
+    if low > high:
+        return None
+    total, squares = np.cumsum(values), np.cumsum(values ** 2)
+    splits = np.arange(low, high + 1)
+    left_n, right_n = splits, n - splits
+    left_sse = squares[splits - 1] - total[splits - 1] ** 2 / left_n
+    right_sse = (squares[-1] - squares[splits - 1]) - (total[-1] - total[splits - 1]) ** 2 / right_n
+    k = int(splits[np.argmin(left_sse + right_sse)])
+    lower, upper = values[:k], values[k:]
+    spread = max(1.4826 * float(np.median(np.abs(part - np.median(part)))) for part in (lower, upper))
+    gap = float(np.median(upper) - np.median(lower))
+    if gap > MODE_SEPARATION * spread and gap > 2 * tick:
+        return k / n, float(np.median(lower)), float(np.median(upper))
+    return None

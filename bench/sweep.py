@@ -30,7 +30,7 @@ from bench.cuda_backend import CudaBackend
 from bench.timeline import TimeFigure
 from bench.timing import Backend, Copies, SamplingPolicy, measure, tuning_benchmark
 from kernels import registry
-from kernels.check import check_point
+from kernels.check import Recorded, after_timing, changed_inputs, check_point
 from kernels.spec import UsageError
 from kernels.tuning import TUNER
 
@@ -177,8 +177,8 @@ class Runner:
             return {**row, "status": Status.SKIPPED, "error": reason}
         return {**row, **self._run(spec, impl, point, policy, row["footprint_bytes"])}
 
-    def _copies(self, spec, impl, point: Point, checked, footprint: int) -> Copies:
-        """Rotating copies of the point's inputs for a short kernel.
+    def _copies(self, impl, point: Point, checked, footprint: int, timed: list[Recorded]) -> Copies:
+        """Rotating copies of the point's inputs for a short kernel; each built copy joins ``timed``.
 
         Cold mode flushes L2 before every sample, and each copy is touched once per sample, so every
         launch reads its own inputs from DRAM however small they are: distinct copies suffice, their
@@ -188,33 +188,44 @@ class Runner:
         per_copy = max(footprint, 1)
 
         def make(count: int) -> list[Callable[[], object]]:
-            runs = [checked.launch.run]
             for _ in range(count - 1):
-                runs.append(impl.build(clone_inputs(checked.inputs), point.case).run)
-            return runs
+                inputs = clone_inputs(checked.inputs)
+                timed.append(Recorded(inputs, impl.build(inputs, point.case)))
+            return [copy.run for copy in timed[:count]]
 
         return Copies(make, least=1, most=max(1, int(budget // per_copy)))
 
+    def _after(self, spec, point: Point, checked, timed: list[Recorded], replay) -> str:
+        """The check after sampling: inputs as they were, and every timed copy right when replayed as timed."""
+        moved = changed_inputs(checked.inputs, checked.fingerprint)
+        if moved:
+            return f"after timing: the runs changed input {moved!r}"
+        expected = spec.reference(checked.inputs, point.case)
+        return after_timing(timed, replay, expected, spec.tolerance[point.case.dtype], self.target.torch_device)
+
     def _timed(self, spec, impl, point: Point, policy: SamplingPolicy, checked, footprint: int) -> dict:
-        copies = self._copies(spec, impl, point, checked, footprint)
+        timed = [Recorded(checked.inputs, checked.launch)]
+        copies = self._copies(impl, point, checked, footprint, timed)
+        after = functools.partial(self._after, spec, point, checked, timed)
         figure = TimeFigure.EVENT if "latency" in spec.tags else TimeFigure.KERNEL
         monitor = self._monitor() if self._monitor else None
         if monitor is not None:
             with monitor:
-                m = measure(checked.launch.run, self.backend, policy, copies, figure)
+                m = measure(timed[0].run, self.backend, policy, copies, figure, after)
             reading = monitor.reading
             if reading.error:
                 self.nvml_errors[reading.error] += 1
             clock, throttle = reading.min_sm_mhz, " ".join(reading.throttle)
         else:
-            m = measure(checked.launch.run, self.backend, policy, copies, figure)
+            m = measure(timed[0].run, self.backend, policy, copies, figure, after)
             clock, throttle = None, ""
         flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
         return {
             "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": m.cv, "ci_rel": m.ci_rel,
             "samples": m.samples, "converged": m.converged, "launches_per_sample": m.launches_per_sample,
             "tflops": flops / m.median_s / 1e12, "gbps": nbytes / m.median_s / 1e9,
-            "launch": m.launch, "sm_clock_mhz": clock, "throttle": throttle, "error": m.warning,
+            "launch": m.launch, "sm_clock_mhz": clock, "throttle": throttle,
+            "status": Status.FAILED if m.after_check else Status.OK, "error": m.after_check or m.warning,
             "timer": m.timer, "event_s": m.event_s, "kernel_s": _finite(m.kernel_s),
             "overhead_s": _finite(m.overhead_s), "gap_s": _finite(m.gap_s),
         }

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from bench.stats import drift_rel, median_ci_rel, robust_cv
+from bench.stats import drift_rel, median_ci_rel, robust_cv, two_modes
 from bench.timeline import KernelPass, TimeFigure, Timer, closure_pass
 
 
@@ -153,6 +153,7 @@ class Measurement:
     kernel_s: float = math.nan  # per-launch median of the closure's summed kernel durations
     gap_s: float = math.nan  # median idle time between consecutive kernels of one traced sample
     lead_s: float = math.nan  # median time from the bracket to the first kernel (launch / graph start-up)
+    after_check: str = ""  # why the timed closure, replayed once after sampling, gave a wrong answer
 
     @property
     def overhead_s(self) -> float:
@@ -228,6 +229,7 @@ def _launches(typical: float, policy: SamplingPolicy, copies: Copies | None) -> 
     return max(1, min(wanted, policy.max_launches))
 
 
+EVENT_TICK_S = 0.5e-6  # CUDA event resolution
 TRACE_MAX_KERNELS = 20_000  # kernels in one traced batch: bounds the profiler's buffers and parsing
 KERNEL_OVER_EVENT = 1.05  # serial kernels cannot outlast the events around them: more means a bad trace
 
@@ -261,8 +263,13 @@ def _batch(sample_fn, backend: Backend, count: int, flush: bool, hold_s: float, 
     return times, enqueue_s
 
 
-def _judge(samples: list[float], policy: SamplingPolicy) -> tuple[bool, str]:
-    """The stopping rule on ``samples``: (met, why not)."""
+def _judge(samples: list[float], policy: SamplingPolicy, tick: float = 0.0) -> tuple[bool, str]:
+    """The stopping rule on ``samples``: (met, why not). ``tick``: the timer's resolution per launch."""
+    modes = two_modes(samples, tick)
+    if modes is not None and (modes[2] - modes[1]) > policy.max_noise * float(np.median(samples)):
+        share, fast, slow = modes
+        return False, (f"two modes: {share:.0%} of samples at {fast * 1e6:.3g} µs, {1 - share:.0%} at "
+                       f"{slow * 1e6:.3g} µs (the median sits between them)")
     ci, drift = median_ci_rel(samples), drift_rel(samples)
     if drift > max(3 * ci, policy.max_noise):
         return False, f"samples drift {drift:.1%} between the first and second half (throttling or clock changes?)"
@@ -277,26 +284,29 @@ def _nanmedian(values: list[float]) -> float:
 
 
 def _figures(samples: list[float], traces: _Traces, figure: TimeFigure, policy: SamplingPolicy, enough: bool,
-             **common) -> Measurement:
+             after_check: str = "", **common) -> Measurement:
     """The row: kernel-timestamp statistics where the trace is sound and the family times kernels, else events."""
     event = summarize(samples, converged=False, **common)
     kernel = summarize(traces.samples, converged=False, **common) if traces.on and traces.samples else None
-    resolution = 0.5e-6 / common["launches_per_sample"]  # one event tick, per launch
+    resolution = EVENT_TICK_S / common["launches_per_sample"]  # one event tick, per launch
     if kernel is not None and not 0 < kernel.median_s <= KERNEL_OVER_EVENT * event.median_s + resolution:
         kernel = None
     extra = dict(event_s=event.median_s)
     if kernel is not None:
         extra.update(kernel_s=kernel.median_s, gap_s=_nanmedian(traces.gaps), lead_s=_nanmedian(traces.leads))
     reported = kernel if kernel is not None and figure is TimeFigure.KERNEL else event
-    converged, warning = _judge(traces.samples if reported is kernel else samples, policy)
+    tick = 0.0 if reported is kernel else resolution
+    converged, warning = _judge(traces.samples if reported is kernel else samples, policy, tick)
     if converged and not enough:
         converged, warning = False, "the minimum samples or measured time not reached at timeout"
     timer = Timer.KERNEL if reported is kernel else Timer.EVENT
-    return dataclasses.replace(reported, converged=converged, warning=warning, timer=timer.value, **extra)
+    return dataclasses.replace(reported, converged=converged, warning=warning, timer=timer.value,
+                               after_check=after_check, **extra)
 
 
 def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy = SamplingPolicy(),
-            copies: Copies | None = None, figure: TimeFigure = TimeFigure.KERNEL) -> Measurement:
+            copies: Copies | None = None, figure: TimeFigure = TimeFigure.KERNEL,
+            after: Callable[[Callable[[], object]], str] | None = None) -> Measurement:
     """Time ``run`` (already compiled and autotuned) until the stopping rule or the timeout.
 
     ``copies`` lets a short kernel be timed R launches per sample (see :class:`Copies`); without
@@ -304,6 +314,8 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
     device's start and end of each kernel the run launched: ``figure`` KERNEL makes their sum per
     launch the row's time (and what the stopping rule judges); EVENT keeps the event time, as the
     launch ceiling must, with the kernels' time beside it.
+    ``after`` is handed the timed closure exactly as it was sampled (the graph replay or the stream
+    closure) once sampling ends, and says what is wrong with its answer ("" when nothing is).
     """
     warmups, typical, enqueue_s = _warm_up(run, backend, policy)
     flush = policy.l2 is L2Mode.COLD
@@ -332,6 +344,7 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
     began = backend.host_time()
     samples: list[float] = []
     batch = policy.min_samples
+    tick = (0.0 if traces.on and figure is TimeFigure.KERNEL else EVENT_TICK_S) / launches
     while True:
         if traces.on:
             batch = max(1, min(batch, TRACE_MAX_KERNELS // launches))
@@ -341,7 +354,7 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
         samples += times
         judged = traces.samples if traces.on and figure is TimeFigure.KERNEL else samples
         enough = len(samples) >= policy.min_samples and sum(samples) * launches >= policy.min_time_s
-        if enough and _judge(judged, policy)[0]:
+        if enough and _judge(judged, policy, tick)[0]:
             break
         elapsed = backend.host_time() - began
         if elapsed >= policy.timeout_s or len(samples) >= policy.max_samples:
@@ -351,7 +364,8 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
         budget = int((policy.timeout_s - elapsed) / spent) + 1
         coverable = int(MAX_HOLD_S / (1.5 * max(enqueue_s, 1e-9)))
         batch = max(1, min(len(samples), budget, coverable, policy.max_samples - len(samples)))
-    return _figures(samples, traces, figure, policy, enough, launch=launch, warmup_runs=warmups, launches_per_sample=launches)
+    checked = after(sample_fn) if after is not None else ""
+    return _figures(samples, traces, figure, policy, enough, after_check=checked, launch=launch, warmup_runs=warmups, launches_per_sample=launches)
 
 
 def tuning_benchmark(backend: Backend, kernel_call: Callable[[], object], budget_s: float = 3e-3,

@@ -353,13 +353,18 @@ def test_ci_suite_runs_registered_families_and_carries_its_own_dram_ceiling():
 
 class SimulatedGpu(FakeGpu):
     """FakeGpu as the sweep's backend: the point's real launch (checked by the gate on CPU tensors,
-    under the interpreter) is captured once, and its replay is the simulated kernel, so the sampled
-    times are FakeGpu's: ``cold_s`` per run, with ``noise``."""
+    under the interpreter) runs at every replay, beside the simulated kernel, so the sampled times are
+    FakeGpu's (``cold_s`` per run, with ``noise``) and the answers the real launch's."""
 
     def capture(self, fn):
         fn()
         self.captured += 1
-        return self.kernel
+
+        def replay():
+            fn()
+            self.kernel()
+
+        return replay
 
 
 FAKE_CAPS = DeviceCaps(name="Simulated GPU", capability=(9, 0), interpret=False, l2_bytes=50 << 20, sm_count=132,
