@@ -7,7 +7,12 @@ intensities; for each split the model is linear in (t0, 1/BW, 1/P) and solved ex
 (non-negative, and 1/BW, 1/P no lower than physical caps allow); the best split is then re-split at
 its own ridge until stable. The two-branch model competes with bandwidth-only and compute-only
 models by BIC, so a branch the points do not reach is reported as unidentifiable instead of being
-invented. A few Huber-weighted passes (IRLS) keep a stray sample from steering the fit.
+invented. A few Huber-weighted passes (IRLS) keep a stray sample from steering the fit; their noise scale is
+set once from the plain fit, so it cannot collapse onto a subset of the points. The ± (see
+``_standard_errors``) is Huber's covariance with every free parameter's column, bounds or not, widened by
+Student's t for few points: over many synthetic seeds the truth lies inside ±2σ in ≈ 95 % of fits
+(tests/test_fit_coverage.py). Fewer than MIN_POINTS points, or a fit whose implied figures the physical caps
+forbid, is refused (``Fit.refused`` says why) rather than reported.
 Only numpy: scipy is not installed everywhere this runs.
 """
 
@@ -22,8 +27,10 @@ from analysis.markdown import quantity
 
 HUBER_K = 1.345  # Huber's tuning constant (95 % efficiency under Gaussian noise)
 IRLS_PASSES = 4
+ERROR_CLIP = 2.0  # the error's noise scale clips residuals only beyond this many Huber cutoffs (≈ 2.7σ)
 MIN_BRANCH = 2  # points each branch needs before the two-branch model may be chosen (one point is fitted exactly)
 SEPARABLE_SPAN = 2.0  # a branch's bytes or FLOPs must vary this much for t0 to differ from a constant offset
+MIN_POINTS = 4  # three parameters and one degree of freedom to judge them: fewer points are refused
 POOR_RSE = 0.25  # relative standard error above which a parameter is reported as poorly determined
 
 
@@ -46,6 +53,11 @@ class Fit:
     bandwidth_lower_bound: float = float("nan")
     t0_separable: bool = True  # a branch's bytes (or FLOPs) span ≥ SEPARABLE_SPAN×
     notes: tuple[str, ...] = ()
+    refused: str = ""  # why no fit is reported (too few points, figures beyond the physical roof); "" for a fit
+
+    @property
+    def fitted(self) -> bool:
+        return not self.refused
 
     @property
     def ridge(self) -> float:
@@ -74,7 +86,7 @@ class Fit:
 
 def _failed(n: int, note: str) -> Fit:
     nan = float("nan")
-    return Fit(nan, nan, nan, nan, nan, nan, nan, (), n, 0, 0, notes=(note,))
+    return Fit(nan, nan, nan, nan, nan, nan, nan, (), n, 0, 0, notes=(note,), refused=note)
 
 
 def _nonnegative_lstsq(design: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -181,23 +193,46 @@ def _fit_weighted(flops, nbytes, seconds, weights, lower, t0_free) -> np.ndarray
     return best
 
 
-def _standard_errors(theta, lower, compute, flops, nbytes, seconds, weights) -> np.ndarray:
-    """Linearised standard errors of (t0, 1/BW, 1/P) on the fitted split; NaN for parameters at a bound."""
+def _standard_errors(theta, lower, compute, flops, nbytes, seconds, t0_free: bool, cutoff: float) -> np.ndarray:
+    """Standard errors of (t0, 1/BW, 1/P) on the fitted split, honest about the robust weights and the bounds.
+
+    Huber's M-estimator covariance: σ² = Σψ(r)²/(n − p) / (mean ψ'(r))² with r the relative residuals, so a
+    point the reweighting clips widens the error instead of vanishing from it (the weighted residuals alone
+    shrink with the weights: the noise estimate collapses). A free parameter pressed against a bound (t0 at 0,
+    a roof at its cap) keeps its column: the bound is not knowledge, and the parameters it trades off with
+    must carry that freedom. The ± is scaled by t(n − p)/z so ±2σ is a 95 % interval with few points too.
+    NaN for a held t0 and for a branch no point is on.
+    """
     columns = [np.ones_like(seconds), np.where(compute, 0.0, nbytes), np.where(compute, flops, 0.0)]
-    active = [i for i in range(3) if theta[i] > lower[i] and np.any(columns[i] != 0)]
+    free = [t0_free, theta[1] > 0, theta[2] > 0]
+    active = [i for i in range(3) if free[i] and np.any(columns[i] != 0)]
     errors = np.full(3, np.nan)
     dof = len(seconds) - len(active)
     if not active or dof <= 0:
         return errors
-    jac = np.column_stack([columns[i] for i in active]) * (weights / seconds)[:, None]
-    residual = weights * (_predict(theta, flops, nbytes) / seconds - 1.0)
-    sigma2 = float(np.sum(residual**2)) / dof
+    jac = np.column_stack([columns[i] for i in active]) / seconds[:, None]
+    relative = _predict(theta, flops, nbytes) / seconds - 1.0
+    cutoff = ERROR_CLIP * cutoff
+    inside = np.abs(relative) <= cutoff
+    psi = np.clip(relative, -cutoff, cutoff)
+    slope = max(float(np.mean(inside)), 1.0 / len(seconds))  # mean ψ'(r)
+    sigma2 = float(np.sum(psi**2)) / dof / slope**2
+    sigma2 *= (_t975(dof) / 1.959964) ** 2
     try:
         cov = np.linalg.inv(jac.T @ jac) * sigma2
     except np.linalg.LinAlgError:
         return errors
     errors[active] = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     return errors
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _t975(dof: int) -> float:
+    """Student's t quantile at 0.975 (numpy only: a table to 30 degrees of freedom, then the normal's)."""
+    return _T975[dof - 1] if dof <= len(_T975) else 1.959964 + 2.4 / dof
 
 
 def fit_roofline(flops, nbytes, seconds, max_bandwidth: float | None = None, max_peak: float | None = None,
@@ -216,18 +251,23 @@ def fit_roofline(flops, nbytes, seconds, max_bandwidth: float | None = None, max
             & ((flops > 0) | (nbytes > 0)))
     flops, nbytes, seconds = flops[good], nbytes[good], seconds[good]
     n = len(seconds)
-    if n < 3:
-        return _failed(n, f"{n} usable points: too few to fit three parameters")
+    if n < MIN_POINTS:
+        return _failed(n, f"refused: {n} usable points, too few (a fit needs {MIN_POINTS}: three parameters and "
+                          "one degree of freedom to judge them)")
 
     t0_free = t0 is None
     lower = np.array([0.0 if t0_free else float(t0),  # lower bounds of (t0, 1/BW, 1/P)
                       1.0 / max_bandwidth if max_bandwidth else 0.0, 1.0 / max_peak if max_peak else 0.0])
     weights = np.ones(n)
     theta = _fit_weighted(flops, nbytes, seconds, weights, lower, t0_free)
+    # The noise scale is set once, from the plain fit (MAD, corrected for the parameters fitted), and held
+    # through the passes: re-estimated from each reweighted fit it shrinks as the fit hugs a subset of points,
+    # clipping more of them each pass until the scale (and the reported error) collapses.
+    relative = _predict(theta, flops, nbytes) / seconds - 1.0
+    spread = 1.4826 * float(np.median(np.abs(relative - np.median(relative)))) * np.sqrt(n / max(n - 3, 1))
+    cutoff = HUBER_K * max(spread, 1e-4)
     for _ in range(IRLS_PASSES):
         relative = _predict(theta, flops, nbytes) / seconds - 1.0
-        spread = 1.4826 * np.median(np.abs(relative - np.median(relative)))
-        cutoff = HUBER_K * max(spread, 1e-4)
         weights = np.minimum(1.0, cutoff / np.maximum(np.abs(relative), 1e-300))
         theta = _fit_weighted(flops, nbytes, seconds, weights, lower, t0_free)
 
@@ -235,8 +275,8 @@ def fit_roofline(flops, nbytes, seconds, max_bandwidth: float | None = None, max
     compute = inv_peak * flops > inv_bw * nbytes
     n_compute = int(np.sum(compute))
     n_memory = n - n_compute
-    errors = _standard_errors(theta, lower, compute, flops, nbytes, seconds, weights)
     residuals = _predict(theta, flops, nbytes) / seconds - 1.0
+    errors = _standard_errors(theta, lower, compute, flops, nbytes, seconds, t0_free, cutoff)
     nan = float("nan")
     bandwidth = 1.0 / inv_bw if inv_bw > 0 and n_memory else nan
     peak = 1.0 / inv_peak if inv_peak > 0 and n_compute else nan
@@ -270,6 +310,15 @@ def fit_roofline(flops, nbytes, seconds, max_bandwidth: float | None = None, max
         notes.append("BW_eff sits at its cap")
     if np.isfinite(bandwidth_rse) and bandwidth_rse > POOR_RSE:
         notes.append(f"BW_eff poorly determined (±{100 * bandwidth_rse:.0f} %): t0 and BW trade off")
+    beyond = []  # a fit whose own figures the physical roof forbids explains nothing: refused, saying why
+    if max_bandwidth and np.isfinite(bandwidth_floor) and bandwidth_floor > max_bandwidth:
+        beyond.append(f"all {n} points compute-bound needs BW_eff ≥ {quantity(bandwidth_floor, 'B/s')}, beyond the "
+                      f"roof {quantity(max_bandwidth, 'B/s')}")
+    if max_peak and np.isfinite(peak_floor) and peak_floor > max_peak:
+        beyond.append(f"all {n} points memory-bound needs P_eff ≥ {quantity(peak_floor, 'FLOP/s')}, beyond the "
+                      f"roof {quantity(max_peak, 'FLOP/s')}")
+    if beyond:
+        return _failed(n, "refused: " + "; ".join(beyond))
     return Fit(bandwidth, peak, float(fitted_t0), float(bandwidth_rse), float(peak_rse), float(errors[0]),
                float(np.mean(np.abs(residuals))), tuple(float(r) for r in residuals), n, n_memory, n_compute,
                peak_floor, bandwidth_floor, separable, tuple(notes))

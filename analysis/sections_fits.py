@@ -98,9 +98,9 @@ def _knee_text(sweep: SweepFit) -> str:
 def _unfitted(sweeps: list[SweepFit]) -> str:
     if not sweeps:
         return ""
-    names = ", ".join(f"{s.kernel} {s.impl} {s.dtype} {s.shape} ({s.fit.n_points} usable, {s.n_l2_excluded} left "
-                      "out)" for s in sweeps)
-    return f"Not fitted (fewer than 3 usable points): {names}.\n"
+    names = "; ".join(f"{s.kernel} {s.impl} {s.dtype} {s.shape} ({s.fit.n_points} usable, {s.n_l2_excluded} left "
+                      f"out): {s.fit.refused.removeprefix('refused: ')}" for s in sweeps)
+    return f"Refused (too few points, or figures beyond the physical roof): {names}.\n"
 
 
 def _peak(sweep: SweepFit) -> str:
@@ -117,22 +117,24 @@ def fit_section(device: Device, out_dir: Path) -> str:
            "Least squares on relative error (robust, numpy). A series is a kernel × impl × dtype × L2 mode × shape "
            "(preset label and every axis but the swept one), across launch modes (graph and stream). Only points "
            "that ran with a warm L2 and fit in it are left out (their bytes came from L2); cold-L2 points of any "
-           f"size are fitted. ± is the relative standard error; – means the points cannot determine the parameter "
-           f"(see notes). Every fit, with its points used and left out and why: [{FITS_CSV}]({FITS_CSV}).\n",
+           f"size are fitted. ± is the relative standard error (Huber-robust noise scale, widened for few points: "
+           f"the truth lies inside ±2σ in about 95 % of fits); – means the points cannot determine the parameter "
+           f"(see notes). Each shape takes its own t0. A fit with fewer than 4 points, or whose figures the "
+           f"physical roof forbids, is refused (why: column `why` of fits.csv). Every fit, with its points used and left out and why: [{FITS_CSV}]({FITS_CSV}).\n",
            "### Per kernel (all shapes pooled)\n"]
-    pooled = [s for s in device.pooled if s.fit.n_points >= 3]
+    pooled = [s for s in device.pooled if s.fit.fitted]
     out.append(table(
         ["kernel", "impl", "dtype", "L2", "launch", "points", "left out", "BW_eff", "±", "P_eff", "±", "t0", "MAPE",
          "notes"],
         [[s.kernel, s.impl, s.dtype, s.l2 or MISSING, s.launch or MISSING, s.fit.n_points, s.n_l2_excluded,
           quantity(s.fit.bandwidth, "B/s"), percent(s.fit.bandwidth_rse, 1), _peak(s), percent(s.fit.peak_rse, 1),
           quantity(s.fit.t0, "s"), percent(s.fit.mape, 1), "; ".join(s.fit.notes)] for s in pooled]))
-    out.append(_unfitted([s for s in device.pooled if s.fit.n_points < 3]))
+    out.append(_unfitted([s for s in device.pooled if not s.fit.fitted]))
     out.append("### Per shape\n")
     out.append("Knee = swept value where memory and compute time cross: of the fit, of the measured roof, of the "
                "datasheet roof (– for families without FLOPs: they have no knee).\n")
     rows = []
-    for s in (s for s in device.sweeps if s.fit.n_points >= 3):
+    for s in (s for s in device.sweeps if s.fit.fitted):
         knees = [roof_knee(s, bw, peak) for bw, peak in (device.roofs.measured(s.kernel, s.dtype),
                                                          device.roofs.sheet(s.kernel, s.dtype))]
         worst = max((abs(r) for r in s.fit.residuals), default=np.nan)
@@ -143,7 +145,7 @@ def fit_section(device: Device, out_dir: Path) -> str:
     out.append(table(["kernel", "impl", "dtype", "L2", "shape", "swept", "points", "left out", "BW_eff", "±", "P_eff",
                       "t0", "knee (fit)", "knee (measured roof)", "knee (datasheet)", "MAPE", "max abs. resid.",
                       "notes"], rows))
-    out.append(_unfitted([s for s in device.sweeps if s.fit.n_points < 3]))
+    out.append(_unfitted([s for s in device.sweeps if not s.fit.fitted]))
     groups: dict[tuple, list[SweepFit]] = {}
     for s in device.sweeps:
         if s.batch is not None and s.rows[s.batch].nunique() >= 2:  # a single point is no sweep to draw

@@ -8,7 +8,7 @@ bytes cannot have come from DRAM (warm L2 and a footprint that fits in it); the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
@@ -17,7 +17,6 @@ import pandas as pd
 
 from analysis.fit import Fit, fit_roofline
 from analysis.frames import LATENCY_KERNELS, batch_axis, series_labels, warm_in_l2
-from analysis.markdown import quantity
 from analysis.roofline import affine_in_batch, knee_batch
 
 SWEEP_KEYS = ("kernel", "impl", "dtype", "l2")
@@ -77,19 +76,6 @@ class SweepFit:
         return (predict or self.fit.predict)(f0 + f1 * batch, b0 + b1 * batch)
 
 
-def _own_t0(free: Fit, held: Fit) -> bool:
-    """Whether a shape's own t0 is worth its parameter: it must be separable and determined, and
-    beat the pooled t0 by a BIC margin of 2 (one parameter more)."""
-    if not (free.t0_separable and free.bandwidth_determined and free.t0_determined):
-        return False
-    n = len(free.residuals)
-    if not n or len(held.residuals) != n:
-        return False
-    cost_free = max(float(np.sum(np.square(free.residuals))), 1e-300)
-    cost_held = max(float(np.sum(np.square(held.residuals))), 1e-300)
-    return n * np.log(cost_free / cost_held) + np.log(n) < -2.0
-
-
 def sweep_knee(rows: pd.DataFrame, batch: str | None, bandwidth: float, peak: float) -> float:
     """Where a roof's memory and compute branches cross along the sweep; NaN for a family without FLOPs."""
     if batch is None or rows.empty or not (rows["flops"] > 0).any():
@@ -112,10 +98,12 @@ def _exclusions(rows: pd.DataFrame) -> pd.Series:
 def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[SweepFit], list[SweepFit]]:
     """Fit every series in a frame of timed rows (one device): (pooled fits, per-shape fits).
 
-    A pooled fit takes all shapes of a kernel × impl × dtype × L2 mode together: their bytes differ
-    enough to separate t0 from BW_eff. A per-shape fit whose bytes barely change along the sweep (GEMV:
-    the weight dominates) cannot: it keeps the pooled t0 (and says so in its notes) unless its own t0 is
-    separable, determined and earns its parameter (see ``_own_t0``).
+    A pooled fit takes all shapes of a kernel × impl × dtype × L2 mode together (one t0 for all of them:
+    read it as the family's, not any one shape's). A per-shape fit takes its own t0: shapes differ in their
+    fixed cost (launch mode, grid, prologue), and a t0 borrowed from the pool biases a small shape's BW_eff
+    while its ± claims precision it does not have. A shape whose bytes barely change along the sweep (GEMV: the
+    weight dominates) cannot separate its t0 from BW_eff: its ± says so (see ``fit_roofline``), and a fit that
+    cannot be judged at all is refused with its reason (``Fit.refused``, the ``why`` column of fits.csv).
     """
     pooled: list[SweepFit] = []
     per_shape: list[SweepFit] = []
@@ -129,9 +117,9 @@ def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[Swe
             impl, dtype, l2 = (("" if pd.isna(k) else str(k)) for k in group_key)
             max_bandwidth, max_peak = caps(str(kernel), dtype) if caps else (None, None)
 
-            def fit_of(sweep: pd.DataFrame, t0: float | None = None) -> Fit:
+            def fit_of(sweep: pd.DataFrame) -> Fit:
                 used = sweep[sweep["in_fit"]]
-                return fit_roofline(used["flops"], used["bytes"], used["median_s"], max_bandwidth, max_peak, t0)
+                return fit_roofline(used["flops"], used["bytes"], used["median_s"], max_bandwidth, max_peak)
 
             whole = fit_of(group)
             pooled.append(SweepFit(str(kernel), impl, dtype, POOLED, l2, batch, group, whole, key=POOLED))
@@ -139,9 +127,6 @@ def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[Swe
                 if batch is not None:
                     sweep = sweep.sort_values(batch, kind="stable")
                 fit = fit_of(sweep)
-                if np.isfinite(whole.t0) and not _own_t0(fit, held := fit_of(sweep, whole.t0)):
-                    fit = replace(held, notes=(f"t0 held at the pooled {quantity(whole.t0, 's')} (this shape alone "
-                                               "cannot separate it from BW_eff)",) + held.notes)
                 knee = sweep_knee(sweep[sweep["in_fit"]], batch, fit.bandwidth, fit.peak)
                 per_shape.append(SweepFit(str(kernel), impl, dtype, str(sweep["shape"].iloc[0]), l2, batch, sweep,
                                           fit, knee, str(series)))
@@ -166,5 +151,6 @@ def fits_table(pooled: list[SweepFit], per_shape: list[SweepFit]) -> pd.DataFram
             launch=sweep.launch, bandwidth_gbs=fit.bandwidth / 1e9, bandwidth_rse=fit.bandwidth_rse,
             peak_tflops=fit.peak / 1e12, peak_rse=fit.peak_rse, t0_us=fit.t0 * 1e6, t0_se_us=fit.t0_se * 1e6,
             knee=sweep.knee, mape=fit.mape, points_used=int(sweep.rows["in_fit"].sum()),
-            points_excluded=sweep.n_l2_excluded, excluded_why=_why(sweep), notes="; ".join(fit.notes)))
+            points_excluded=sweep.n_l2_excluded, excluded_why=_why(sweep), refused=bool(fit.refused),
+            why=fit.refused, notes="; ".join(n for n in fit.notes if n != fit.refused)))
     return pd.DataFrame(rows)

@@ -50,7 +50,7 @@ def cmd_compare(args) -> int:
         return run_compare(args.base, args.new, threshold=args.threshold, k=args.noise_k, noise_cap=args.noise_cap,
                            normalize=args.normalize, allow_different_devices=args.allow_different_devices,
                            allow_missing=args.allow_missing, allow_inconclusive=args.allow_inconclusive,
-                           json_path=args.json)
+                           json_path=args.json, drift=args.drift)
     except UsageError:
         raise
     except Exception as exc:  # a crash must not read as "regression" (exit 1) to a CI script
@@ -186,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare", help="regression gate: NEW against BASE point by point, noise-aware; exit 0 pass, 1 fail, 2 bad input",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="A slowdown counts when new/base − 1 > max(threshold, k × √(noise_base² + noise_new²)); "
+        description="A slowdown counts when new/base − 1 > max(threshold, k × √(noise_base² + noise_new² + drift²)); "
                     "improvements likewise.\nThe gate fails (exit 1) on a regression, a point ok in BASE and failed "
                     "in NEW, points ok in BASE but missing or skipped in NEW (beyond --allow-missing), and points "
                     "too noisy to judge (bound above --noise-cap; pass them with --allow-inconclusive).\n"
@@ -202,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--noise-cap", default="15%",
                    help="widest noise bound a point may have and still be judged; noisier points are "
                         "inconclusive, e.g. --noise-cap 10%% (default 15%%)")
+    c.add_argument("--drift", metavar="FRACTION",
+                   help="run-to-run drift of a point's median, added to the noise: bound = max(threshold, k × "
+                        "√(noise_base² + noise_new² + drift²)), e.g. --drift 4%% (default: estimated from points "
+                        "measured twice, e.g. the headline-repeat stage, else 2%%; the output says which)")
     c.add_argument("--allow-missing", default="0%", metavar="N%",
                    help="let up to N%% of BASE's timed points be missing or skipped in NEW, e.g. --allow-missing 5%% "
                         "(default 0%%: every point must be there; failed points always fail)")

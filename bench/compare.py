@@ -4,9 +4,12 @@ A point is (kernel, impl, dtype, label, every axis value, l2, graph). One file h
 refused (exit 2, naming the point); where a directory's files hold it twice (a rerun) the latest row wins.
 BASE and NEW sharing files (``compare a.csv a.csv``) is said in a note. Per point timed in both: ratio = new/base (each side × its own ceiling with
 --normalize, see :mod:`analysis.scaling`), noise = √(n_base² + n_new²) with n from :func:`spread`,
-bound = max(threshold, k·noise). Slower beyond the bound: regression; faster: improvement; a bound
-above the cap with the change inside k·noise: inconclusive (too noisy to judge). cv is the spread of
-one sample, not the median's error: what moves between runs (clocks, placement, node) is larger.
+bound = max(threshold, k·√(noise² + drift²)). Slower beyond the bound: regression; faster: improvement; a
+bound above the cap with the change inside it: inconclusive (too noisy to judge). cv is the spread of one
+sample, not the median's error: what moves between runs (clocks, placement, node) is larger, and that is the
+drift term: --drift, else estimated from points measured twice (the ``headline-repeat`` stage re-measures
+headline points in the same run; a baseline directory may hold reruns) as the robust spread of the
+log-ratios between repeats of one point, else DEFAULT_DRIFT. Each point names the term that set its bound.
 
 The gate fails (exit 1) on a regression, a point ok in BASE and failed in NEW, points ok in BASE but
 missing or skipped in NEW beyond --allow-missing, and inconclusive points unless
@@ -19,7 +22,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +36,8 @@ from kernels.errors import UsageError
 DEFAULT_THRESHOLD = "5%"
 DEFAULT_K = 3.0
 DEFAULT_CAP = "15%"
+DEFAULT_DRIFT = 0.02  # run-to-run drift of a point's median when the runs hold no repeats to estimate it from
+MIN_REPEATS = 3  # repeated points needed before the drift is estimated rather than defaulted
 P80_Z = 0.8416  # standard normal quantile at 0.8: p80 − p20 = 2·0.8416·σ for normal noise
 TIMER_RESOLUTION_S = 0.5e-6  # CUDA events resolve ≈ 0.5 µs
 IDENTITY = ("name", "sm_count", "memory_bytes", "capability")  # must match unless allowed
@@ -62,20 +67,53 @@ def parse_fraction(text: str, option: str = "--threshold") -> float:
     return value
 
 
+class Term(str, Enum):
+    """Which term of max(threshold, k·√(noise² + drift²)) set a point's bound."""
+
+    THRESHOLD = "threshold"
+    NOISE = "sample noise"
+    DRIFT = "drift"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The run-to-run term: its value and where it came from ("option", "estimated" or "default")."""
+
+    value: float = 0.0
+    source: str = "option"
+    repeats: int = 0  # repeated points it was estimated from
+
+    def describe(self) -> str:
+        if self.source == "estimated":
+            return (f"drift {self.value:.1%}, estimated from {self.repeats} repeated points (robust spread of the "
+                    "log-ratios between repeats of one point); --drift to set it")
+        if self.source == "default":
+            return (f"drift {self.value:.1%}, the default (fewer than {MIN_REPEATS} repeated points to estimate it "
+                    "from: run the headline-repeat stage); --drift to set it")
+        return f"drift {self.value:.1%}, from --drift"
+
+
 @dataclass(frozen=True)
 class Rule:
     threshold: float = 0.05
     k: float = DEFAULT_K
     cap: float = 0.15  # the widest noise bound a point may have and still be judged
+    drift: float = 0.0  # run-to-run drift of a point's median (relative), beside each side's sample noise
 
     def __post_init__(self):
-        if not (self.threshold >= 0 and self.k >= 0):  # also refuses NaN
-            raise UsageError("the threshold and k must not be negative (nor NaN)")
+        if not (self.threshold >= 0 and self.k >= 0 and self.drift >= 0):  # also refuses NaN
+            raise UsageError("the threshold, k and the drift must not be negative (nor NaN)")
         if not self.cap >= self.threshold:
             raise UsageError(f"--noise-cap {self.cap:.1%} must be at least the threshold {self.threshold:.1%}")
 
     def bound(self, noise: float) -> float:
-        return max(self.threshold, self.k * noise)
+        return max(self.threshold, self.k * math.hypot(noise, self.drift))
+
+    def decided_by(self, noise: float) -> Term:
+        """The term that set the bound: the threshold, else the larger of the sample noise and the drift."""
+        if self.threshold >= self.k * math.hypot(noise, self.drift):
+            return Term.THRESHOLD
+        return Term.NOISE if noise >= self.drift else Term.DRIFT
 
     def verdict(self, ratio: float, noise: float) -> Verdict:
         bound = self.bound(noise)
@@ -87,8 +125,8 @@ class Rule:
 
     def describe(self) -> str:
         return (f"a change counts when new/base − 1 (slower) or base/new − 1 (faster) exceeds "
-                f"max({self.threshold:.1%}, {self.k:g} × √(noise_base² + noise_new²)); a point whose bound "
-                f"exceeds {self.cap:.1%} is inconclusive")
+                f"max({self.threshold:.1%}, {self.k:g} × √(noise_base² + noise_new² + drift²)) with drift "
+                f"{self.drift:.1%}; a point whose bound exceeds {self.cap:.1%} is inconclusive")
 
 
 def _finite(value: Any) -> bool:
@@ -239,6 +277,31 @@ def _timed(row: dict) -> bool:
         and row["median_s"] > 0
 
 
+def repeat_log_ratios(rows: pd.DataFrame) -> list[float]:
+    """log(later / earlier) between consecutive timed measurements of one point in one run: the rows of a
+    ``headline-repeat`` stage beside the headline's, or reruns of a point in a directory's files."""
+    if rows.empty:
+        return []
+    axes = _axes(rows)
+    order = rows["timestamp"].fillna("").astype(str).sort_values(kind="stable").index
+    times: dict[tuple, list[float]] = {}
+    for row in rows.loc[order].to_dict("records"):
+        if _timed(row):
+            times.setdefault(_key(row, axes), []).append(float(row["median_s"]))
+    return [math.log(later / earlier) for series in times.values() for earlier, later in zip(series, series[1:])]
+
+
+def estimate_drift(*runs: pd.DataFrame) -> Drift:
+    """The run-to-run drift from points measured twice: 1.4826 × the median |log-ratio| between repeats (a robust
+    standard deviation of the ratio an unchanged point shows between two measurements); DEFAULT_DRIFT when
+    fewer than MIN_REPEATS repeats exist."""
+    ratios = [r for rows in runs for r in repeat_log_ratios(rows)]
+    if len(ratios) < MIN_REPEATS:
+        return Drift(DEFAULT_DRIFT, "default", len(ratios))
+    spread_ = 1.4826 * float(pd.Series(ratios).abs().median())
+    return Drift(math.expm1(spread_), "estimated", len(ratios))
+
+
 # ---------------------------------------------------------------------------------------------
 # The comparison
 # ---------------------------------------------------------------------------------------------
@@ -257,8 +320,10 @@ class PointVerdict:
     base_s: float
     new_s: float | None = None
     ratio: float | None = None  # new / base, normalised where asked
-    noise: float | None = None
+    noise: float | None = None  # √(n_base² + n_new²): the two rows' sample noise
     bound: float | None = None
+    drift: float | None = None
+    decided_by: str = ""  # the term that set the bound: "threshold", "sample noise" or "drift"
     normalized_by: str = ""  # "dram", "tensor", "vector" or "" (raw times)
     error: str = ""  # why the point failed or is missing in new
 
@@ -287,6 +352,7 @@ class Comparison:
     only_in_new: int
     warnings: list[str]
     allow: Allowances = Allowances()
+    drift: Drift = Drift()
 
     def count(self, verdict: Verdict) -> int:
         return sum(p.verdict is verdict for p in self.points)
@@ -343,7 +409,8 @@ def _missing_reason(row: dict | None) -> str:
 
 
 def compare(base: Run, new: Run, rule: Rule = Rule(), normalize: Normalize = Normalize.NONE,
-            allow_different_devices: bool = False, allow: Allowances = Allowances()) -> Comparison:
+            allow_different_devices: bool = False, allow: Allowances = Allowances(),
+            drift: Drift | None = None) -> Comparison:
     warnings = check_devices(base, new, allow_different_devices)
     base_rows, new_rows = _keyed(base.rows), _keyed(new.rows)
     base_ok = {k: r for k, r in base_rows.items() if _timed(r)}
@@ -365,14 +432,15 @@ def compare(base: Run, new: Run, rule: Rule = Rule(), normalize: Normalize = Nor
             ratio = (n["median_s"] * new_factor) / (b["median_s"] * base_factor)
             noise = math.hypot(spread(b), spread(n))
             points.append(PointVerdict(**common, verdict=rule.verdict(ratio, noise), new_s=float(n["median_s"]),
-                                       ratio=ratio, noise=noise, bound=rule.bound(noise), normalized_by=kind))
+                                       ratio=ratio, noise=noise, bound=rule.bound(noise), drift=rule.drift,
+                                       decided_by=rule.decided_by(noise).value, normalized_by=kind))
     only_in_new = sum(1 for k, r in new_rows.items() if _timed(r) and k not in base_ok)
     if all(p.verdict is Verdict.MISSING for p in points) and not any(k in base_ok for k in new_rows):
         apart = _apart(base_ok, new_rows)
         raise UsageError(f"no points in common between {base.path} and {new.path} "
                          f"({len(base_ok)} timed in base, {len(new_rows)} rows in new): "
                          + (f"their points' keys differ in {apart}" if apart else "is NEW a run of the same suite?"))
-    return Comparison(base, new, rule, normalize, points, only_in_new, warnings, allow)
+    return Comparison(base, new, rule, normalize, points, only_in_new, warnings, allow, drift or Drift(rule.drift))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,13 +460,13 @@ def _time(seconds: float | None) -> str:
 
 
 def _table(points: list[PointVerdict]) -> list[str]:
-    header = ("verdict", "kernel", "impl", "dtype", "point", "base", "new", "ratio", "bound")
+    header = ("verdict", "kernel", "impl", "dtype", "point", "base", "new", "ratio", "bound", "set by")
     lines = [header]
     for p in sorted(points, key=lambda p: (ORDER[p.verdict], -(p.ratio or math.inf))):
         ratio = f"{p.ratio:.3f} ({p.ratio - 1:+.1%})" if p.ratio is not None else p.error or "failed"
         bound = f"±{p.bound:.1%}" if p.bound is not None else "-"
         lines.append((p.verdict.value, p.kernel, p.impl, p.dtype, p.point(), _time(p.base_s), _time(p.new_s),
-                      ratio, bound))
+                      ratio, bound, p.decided_by or "-"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
     return ["  ".join([*(str(c).ljust(w) for c, w in zip(line, widths)), str(line[-1])]).rstrip()
             for line in lines]
@@ -422,7 +490,11 @@ def render(c: Comparison) -> str:
                  f"{c.count(Verdict.UNCHANGED)} within noise")
     if c.only_in_new:
         lines.append(f"{c.only_in_new} points only in new (not judged)")
+    decided = [p.decided_by for p in c.points if p.decided_by]
+    if decided:
+        lines.append("bound set by: " + ", ".join(f"{term.value} {decided.count(term.value)}" for term in Term))
     lines.append(f"rule: {c.rule.describe()}")
+    lines.append(c.drift.describe())
     reasons = c.reasons()
     lines.append("verdict: " + (f"FAIL ({'; '.join(reasons)})" if reasons else "pass"))
     return "\n".join(lines)
@@ -440,7 +512,10 @@ def to_json(c: Comparison) -> dict[str, Any]:
     return {
         "base": str(c.base.path), "new": str(c.new.path),
         "devices": {"base": c.base.device, "new": c.new.device},
-        "rule": {"threshold": c.rule.threshold, "k": c.rule.k, "noise_cap": c.rule.cap, "text": c.rule.describe()},
+        "rule": {"threshold": c.rule.threshold, "k": c.rule.k, "noise_cap": c.rule.cap, "drift": c.rule.drift,
+                 "text": c.rule.describe()},
+        "drift": {"value": c.drift.value, "source": c.drift.source, "repeats": c.drift.repeats,
+                  "text": c.drift.describe()},
         "allow": {"missing": c.allow.missing, "inconclusive": c.allow.inconclusive},
         "normalize": c.normalize.value, "warnings": c.warnings,
         "summary": {v.value: c.count(v) for v in Verdict}, "base_timed": c.base_timed, "only_in_new": c.only_in_new,
@@ -472,14 +547,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def run_compare(base: str | Path, new: str | Path, *, threshold: str = DEFAULT_THRESHOLD, k: float = DEFAULT_K,
                 noise_cap: str = DEFAULT_CAP, normalize: str = "none", allow_different_devices: bool = False,
                 allow_missing: str = "0%", allow_inconclusive: bool = False, json_path: str | Path | None = None,
-                out: Callable[[str], None] = print) -> int:
-    """``rooflab compare``: prints the table and summary; 1 when the gate fails, 0 when it passes."""
+                drift: str | None = None, out: Callable[[str], None] = print) -> int:
+    """``rooflab compare``: prints the table and summary; 1 when the gate fails, 0 when it passes.
+
+    ``drift`` None: estimated from the runs' repeated points, else DEFAULT_DRIFT (the output says which)."""
+    given = Drift(parse_fraction(drift, "--drift")) if drift is not None else None
     rule = Rule(parse_fraction(threshold), k, parse_fraction(noise_cap, "--noise-cap"))
     allow = Allowances(parse_fraction(allow_missing, "--allow-missing"), allow_inconclusive)
     if json_path:
         _check_writable(Path(json_path))
     base_run, new_run = load_run(base), load_run(new)
-    result = compare(base_run, new_run, rule, Normalize(normalize), allow_different_devices, allow)
+    chosen = given or estimate_drift(base_run.rows, new_run.rows)
+    rule = replace(rule, drift=chosen.value)
+    result = compare(base_run, new_run, rule, Normalize(normalize), allow_different_devices, allow, chosen)
     notes = _shared(base_run, new_run)
     if json_path:
         data = to_json(result)

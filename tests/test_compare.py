@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.compare import Rule, Verdict, parse_fraction, spread
+from bench.compare import DEFAULT_DRIFT, Rule, Term, Verdict, estimate_drift, parse_fraction, spread
 from bench.device import Target
 from bench.results import ResultWriter, columns_for, write_sidecar
 from bench.suites import Point, expand, get_suite
@@ -116,7 +116,7 @@ def test_a_real_20_percent_slowdown_fails(tmp_path, capsys):
     new_times = (*BASE_TIMES[:1], BASE_TIMES[1] * 1.2, *BASE_TIMES[2:])
     new = copy_run(tmp_path / "new.csv", new_times)
     verdicts = tmp_path / "verdict.json"
-    code, out, _ = run(capsys, "compare", base, new, "--json", verdicts)
+    code, out, _ = run(capsys, "compare", base, new, "--json", verdicts, "--drift", "0")
     assert code == 1, out
     assert "regression" in out and "+20.0%" in out and "verdict: FAIL (1 regressions)" in out
     data = json.loads(verdicts.read_text())
@@ -541,3 +541,91 @@ def test_new_gate_options_are_checked(tmp_path, capsys, option, message):
     base = copy_run(tmp_path / "base.csv", BASE_TIMES)
     code, _, err = run(capsys, "compare", base, base, *option)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Drift between runs (issue 22 §4)
+# ---------------------------------------------------------------------------------------------
+
+DRIFTED = (1.06, 0.95, 1.04, 0.97, 1.055)  # no real change: the ≈ 3 % a point moves from one day to the next
+
+
+def test_rule_bound_includes_the_drift_and_names_the_deciding_term():
+    assert Rule(0.05, 3.0, drift=0.03).bound(0.005) == pytest.approx(3 * math.hypot(0.005, 0.03))
+    assert Rule(0.05, 3.0).decided_by(0.005) is Term.THRESHOLD
+    assert Rule(0.05, 3.0, drift=0.01).decided_by(0.04) is Term.NOISE
+    assert Rule(0.05, 3.0, drift=0.03).decided_by(0.005) is Term.DRIFT
+    with pytest.raises(Exception, match="must not be negative"):
+        Rule(drift=-0.01)
+
+
+def test_a_three_percent_drift_with_no_real_change_passes_with_the_drift_and_fails_without(tmp_path, capsys):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+    new = copy_run(tmp_path / "new.csv", tuple(t * d for t, d in zip(BASE_TIMES, DRIFTED)))
+    code, out, _ = run(capsys, "compare", base, new, "--drift", "0")
+    assert code == 1 and "2 regressions" in out, out  # +6 % and +5.5 % read as regressions
+    code, out, _ = run(capsys, "compare", base, new, "--drift", "3%", "--json", tmp_path / "v.json")
+    assert code == 0, out
+    assert "drift 3.0%, from --drift" in out
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["drift"]["source"] == "option" and data["rule"]["drift"] == pytest.approx(0.03)
+    assert {p["decided_by"] for p in data["points"]} == {"drift"}
+    # a real 20 % slowdown still fails with the drift in the bound
+    worse = copy_run(tmp_path / "worse.csv", (*BASE_TIMES[:1], BASE_TIMES[1] * 1.2, *BASE_TIMES[2:]))
+    assert run(capsys, "compare", base, worse, "--drift", "3%")[0] == 1
+
+
+def _with_repeats(directory, times, repeat_factors, cv=0.005):
+    """A run directory: the main stage and a headline-repeat stage measuring the same points again."""
+    sizes = (1 << 18, 1 << 20, *BIG)
+    write_run(directory / "run-headline.csv", [copy_row(n, t, cv, suite="headline") for n, t in zip(sizes, times)])
+    later = "2026-01-01T01:00:00+00:00"
+    write_run(directory / "run-headline-repeat.csv", [copy_row(n, t * f, cv, suite="headline-repeat", timestamp=later)
+                                                      for n, t, f in zip(sizes, times, repeat_factors)])
+    return directory
+
+
+def test_the_drift_is_estimated_from_the_runs_repeats_and_the_output_says_so(tmp_path, capsys):
+    base = copy_run(tmp_path / "base.csv", BASE_TIMES)
+    new = _with_repeats(tmp_path / "new", tuple(t * d for t, d in zip(BASE_TIMES, DRIFTED)),
+                        (1.0, 1.03, 0.97, 1.04, 0.96))
+    code, out, _ = run(capsys, "compare", base, new, "--json", tmp_path / "v.json")
+    assert code == 0, out
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["drift"]["source"] == "estimated" and data["drift"]["repeats"] == 5
+    assert data["drift"]["value"] == pytest.approx(math.expm1(1.4826 * -math.log(0.97)))  # median |log-ratio|
+    assert "estimated from 5 repeated points" in out and "set by" in out and "drift 5" in out
+    # without repeats the stated default is used, and said
+    code, out, _ = run(capsys, "compare", base, copy_run(tmp_path / "plain.csv", BASE_TIMES))
+    assert code == 0 and f"drift {DEFAULT_DRIFT:.1%}, the default" in out
+
+
+def test_the_drift_estimate_from_repeats_is_right_on_synthetic_data(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(200):  # 200 points measured twice; between the two, each moves by a lognormal 3 %
+        first = 1e-4 * (1 + i)
+        second = first * float(rng.lognormal(0.0, 0.03))
+        rows.append(copy_row(1024 * (i + 1), first, timestamp="2026-01-01T00:00:00+00:00"))
+        rows.append(copy_row(1024 * (i + 1), second, timestamp="2026-01-01T01:00:00+00:00"))
+    rows[0] = {**rows[0], "median_s": 1e-4 * 5}  # one wild rerun does not move a robust estimate
+    drift = estimate_drift(pd.DataFrame(rows))
+    assert drift.source == "estimated" and drift.repeats == 200
+    assert drift.value == pytest.approx(0.03, rel=0.15)
+    assert estimate_drift(pd.DataFrame(rows[:4])).source == "default"
+
+
+def test_the_deciding_term_is_named_per_point(tmp_path, capsys):
+    quiet_base = copy_run(tmp_path / "qb.csv", BASE_TIMES, cv=0.002)
+    noisy_base = copy_run(tmp_path / "nb.csv", BASE_TIMES, cv=0.04)
+    for base, drift, term in ((quiet_base, "0", "threshold"), (noisy_base, "1%", "sample noise"),
+                              (quiet_base, "4%", "drift")):
+        slower = copy_run(tmp_path / f"new-{term}.csv", scaled(1.5), cv=0.04 if base is noisy_base else 0.002)
+        code, out, _ = run(capsys, "compare", base, slower, "--drift", drift, "--json", tmp_path / "v.json")
+        assert code == 1
+        data = json.loads((tmp_path / "v.json").read_text())
+        assert {p["decided_by"] for p in data["points"]} == {term}, (drift, term)
+        assert "regression" in out and out.count(f"  {term}") >= 5, out
