@@ -170,3 +170,78 @@ def test_terms_say_where_they_come_from(fitted):
     assert any(s.startswith("all-reduce: predicted (NVLink datasheet)") for s in measured.sources)
     assert all("predicted" in s for s in predicted.sources)
     assert np.isfinite(measured.step_s) and measured.step_s > predicted.step_s
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22 §3: the decode economics test the articles' claims instead of reproducing them
+# ---------------------------------------------------------------------------------------------
+
+
+def test_memory_cap_counts_the_bytes_the_gpu_holds_not_the_marketed_figure():
+    """An H100 "80 GB" holds 81,559 MiB = 85.5e9 bytes (nvidia-smi); the 405B FP8 cap on 8×H100 moves from 31 to 38."""
+    assert H100.capacity_bytes == 81_559 * 2**20 == pytest.approx(85.5e9, rel=1e-3)
+    assert H200.capacity_bytes == pytest.approx(150.8e9, rel=1e-3)
+    big = tk.Preset(LLAMA31_405B, tk.FP8, 8)
+    context = tk.SCENARIOS[0].context
+    per_seq = 64_512 * context
+    assert tk.max_batch(big, H100, context) == math.floor((0.9 * 81_559 * 2**20 - 50_731_155_456) / per_seq) == 38
+    assert tk.max_batch(big, H200, context) == math.floor((0.9 * 143_771 * 2**20 - 50_731_155_456) / per_seq) == 125
+
+
+def test_fixed_costs_are_in_the_step_and_equal_on_gpus_of_one_nvlink_generation():
+    """405B TP8: 2 all-reduces per layer = 252 per step, each with a per-call latency, plus a launch per kernel."""
+    from analysis.tokenomics_overheads import allreduce_calls, fixed_costs
+
+    preset = tk.Preset(LLAMA31_405B, tk.FP8, 8)
+    assert allreduce_calls(preset.model, preset.tp) == 252 and allreduce_calls(LLAMA3_8B, 1) == 0
+    assert H100.nvlink_generation == H200.nvlink_generation == 4
+    slow = tk.decode_step(preset, H100, 1, 4096, fixed=fixed_costs(H100))
+    fast = tk.decode_step(preset, H200, 1, 4096, fixed=fixed_costs(H200))
+    assert slow.fixed_s > 0 and slow.fixed_s == pytest.approx(fast.fixed_s)
+    assert 1e-3 <= slow.fixed_s <= 5e-3  # ≈ 1–4 ms of all-reduce latency and launches, the same on both GPUs
+    assert slow.step_s == pytest.approx(slow.ideal_s + slow.fixed_s)
+    assert any(s.startswith("fixed costs:") for s in slow.sources)
+    # the fixed time does not shrink with bandwidth: the batch-1 ratio falls below 4.8 / 3.35
+    assert slow.step_s / fast.step_s < 0.97 * 4.8 / 3.35
+    assert tk.decode_step(preset, H100, 1, 4096).fixed_s == 0.0  # the upper bound leaves them out
+
+
+def test_fp4_roofs_and_an_fp4_row_for_blackwell():
+    assert get("b200").tensor("fp4") == 9e15 and get("gb300").tensor("fp4") == 15e15
+    assert H100.tensor("fp4") is None and H200.tensor("fp4") is None  # no FP4 tensor cores on Hopper: never guessed
+    fp4 = [p for p in tk.PRESETS if p.precision.compute == "fp4"]
+    assert fp4 and fp4[0].model is LLAMA31_405B
+    caps = claims.caps_table(presets=fp4)
+    b200 = caps[caps["device"] == "b200"]["max_batch"]
+    assert len(b200) and (b200 > 0).all()
+    frame = claims.curves(claims.predicted_bases(), presets=fp4)
+    assert {"b200", "gb300"} <= set(frame["device"]) and not {"h100-sxm", "h200-sxm"} & set(frame["device"])
+
+
+def test_mlperf_scenario_is_openorca_with_the_server_latency_limits():
+    scenario = claims.mlperf_scenario()
+    assert (scenario.input_tokens, scenario.output_tokens) == (1024, 294)
+    assert claims.MLPERF_TTFT_S == 2.0 and claims.MLPERF_TPOT_S == 0.2
+    assert scenario in tk.SCENARIOS and all(s.name != "fixed 4k context" for s in tk.SCENARIOS)
+
+
+def test_equal_interactivity_ratio_is_below_the_ratio_at_the_memory_caps():
+    from analysis import tokenomics_verdict as tv
+
+    preset, scenario = claims.articles_scenario()
+    caps, equal = tv.throughput_ratios(preset, scenario, fixed=False)
+    assert 2.0 < caps < 4.0 and 1.0 < equal < caps
+
+
+def test_verdict_table_has_a_row_per_claim_with_model_and_mlperf_columns():
+    from analysis import tokenomics_verdict as tv
+
+    table = tv.verdicts()
+    assert list(table.columns) == list(tv.COLUMNS) == [
+        "claim", "source", "model upper bound (no fixed costs)", "model with overheads", "MLPerf", "holds?"]
+    assert list(table["claim"]) == [c.text for c in tv.CLAIMS] and len(table) >= 4
+    for cells in table.itertuples(index=False):
+        assert all(str(c).strip() for c in cells)
+        assert "predicted" in cells[2] and "predicted" in cells[3]  # every model number says it is a prediction
+    cost = table[table["claim"].str.contains("3×")].iloc[0]
+    assert cost["holds?"].startswith("No") and "measured" in cost["MLPerf"]
