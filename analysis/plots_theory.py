@@ -197,7 +197,8 @@ def tokenomics(curves: pd.DataFrame, path: Path) -> Path:
             cap = rows.iloc[-1]
             ax.plot([cap["interactivity"]], [cap["throughput_per_gpu"]], "*", color=colour, markersize=9)
             ax.annotate(f"B={int(cap['batch'])}", (cap["interactivity"], cap["throughput_per_gpu"]), fontsize=6,
-                        xytext=(4, -9 if measured else 3), textcoords="offset points", color=colour)
+                        xytext=(0, -14) if measured else (4, 3), ha="center" if measured else "left",
+                        textcoords="offset points", color=colour)
         log_axis(ax, "x", formatter=plain, subs=(1.0, 2.0, 5.0))
         log_axis(ax, "y", formatter=plain, subs=(1.0, 2.0, 5.0))
         ax.set_title(_title(f"{preset} · {scenario}", 44), fontsize=7.5)
