@@ -29,6 +29,19 @@ ADA_WP = "NVIDIA Ada GPU Architecture whitepaper (L2 size, SM counts)"
 MI300X_DS = "AMD Instinct MI300X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi300x.html)"
 MI325X_DS = "AMD Instinct MI325X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi325x.html)"
 B200_L2_MEASURED = "measured L2 (torch.cuda.get_device_properties), CONTEXT.md; NVIDIA publishes none"
+# Bytes the GPU holds (nvidia-smi memory.total, MiB × 2**20): NVIDIA's HBM "GB" are close to GiB, so an "80 GB"
+# H100 holds 85.5e9 bytes. The memory cap of the decode model uses these, never the marketed figure.
+SMI_MODAL = "nvidia-smi memory.total, listed in github.com/modal-labs/modal-client/pull/2797"
+SMI_H100 = SMI_MODAL + " and github.com/NVIDIA/nccl/issues/1264 (81,559 MiB)"
+SMI_H200 = ("nvidia-smi memory.total 143,771 MiB (tests/fake_node.py); the project's own H200 reports "
+            "torch total_memory 150,109,880,320 B (results/h200)")
+SMI_B200 = "nvidia-smi memory.total 183,359 MiB (github.com/NVIDIA/TensorRT-LLM/issues/10278)"
+B300_BYTES = "288 GB marketed = 288e9 B = 268 GiB: the '270 GB usable' some sheets print is the same memory in GiB"
+AS_PRINTED = "datasheet figure in decimal GB; no reported total found, so none larger is assumed"
+B200_FP4 = "NVIDIA HGX B200 datasheet: FP4 144 PFLOPS sparse per 8 GPUs -> 9 PFLOPS dense per GPU"
+GB200_FP4 = "NVIDIA GB200 NVL72 datasheet: FP4 1,440 PFLOPS sparse per 72 GPUs -> 10 PFLOPS dense per GPU"
+B300_FP4 = "NVIDIA HGX B300 datasheet: FP4 108 PFLOPS dense per 8 GPUs -> 13.5 PFLOPS per GPU"
+GB300_FP4 = "NVIDIA GB300 NVL72 datasheet: FP4 1,080 PFLOPS dense per 72 GPUs -> 15 PFLOPS per GPU"
 GB300_DS = ("NVIDIA GB300 NVL72 (nvidia.com/en-us/data-center/gb300-nvl72): rack figures ÷ 72 GPUs, dense = sparse ÷ 2; "
             "per-GPU table: verda.com/blog/gb300-nvl72-architecture")
 
@@ -48,6 +61,13 @@ class Datasheet:
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # figure -> where it comes from
     note: str = ""
     nvlink: float | None = None  # NVLink bytes/s per GPU, both directions together (the datasheet's figure)
+    nvlink_generation: int | None = None  # 3 (A100), 4 (Hopper), 5 (Blackwell): per-call latency is per generation
+    reported_bytes: float | None = None  # bytes the driver reports (nvidia-smi memory.total); None: not known
+
+    @property
+    def capacity_bytes(self) -> float:
+        """Bytes the GPU holds: the driver's total where known, else the datasheet figure in decimal bytes."""
+        return self.reported_bytes if self.reported_bytes is not None else self.memory_bytes
 
     def tensor(self, dtype: str) -> float | None:
         """Dense tensor-core peak for a result-row dtype; fp32 GEMMs run on tf32 tensor cores."""
@@ -73,41 +93,56 @@ class Datasheet:
 
 
 def _entry(key, name, memory_gb, bw_tbs, tensor_tf, fp32_tf, l2_mb, sms, sheet, l2_source=None, sms_source=None,
-           note="", nvlink_gbs=None) -> Datasheet:
+           note="", nvlink_gbs=None, nvlink_gen=None, reported=None, fp4_source=None) -> Datasheet:
+    """``reported``: (bytes, source) the driver reports, or None (the datasheet figure stands, labelled)."""
     tensor = tuple((dtype, value * TFLOP) for dtype, value in tensor_tf.items() if value is not None)
     sources = (("memory_bytes", sheet), ("bandwidth", sheet), ("tensor_flops", sheet), ("fp32_flops", sheet),
-               ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet), ("nvlink", sheet))
+               ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet), ("nvlink", sheet),
+               ("capacity_bytes", reported[1] if reported else AS_PRINTED)) + ((("fp4", fp4_source),) if fp4_source else ())
     return Datasheet(key, name, memory_gb * GB, bw_tbs * TB, tensor, fp32_tf * TFLOP,
                      None if l2_mb is None else l2_mb * MB, sms, sources, note,
-                     None if nvlink_gbs is None else nvlink_gbs * GB)
+                     None if nvlink_gbs is None else nvlink_gbs * GB, nvlink_gen, reported[0] if reported else None)
+
+
+def _mib(mib: int, source: str) -> tuple[float, str]:
+    return float(mib * 2**20), source
 
 
 DEVICES: tuple[Datasheet, ...] = (
     _entry("a100-80gb-sxm", "A100 80GB SXM", 80, 2.039,
-           {"fp16": 312, "bf16": 312, "tf32": 156}, 19.5, 40, 108, A100_DS, nvlink_gbs=600),
+           {"fp16": 312, "bf16": 312, "tf32": 156}, 19.5, 40, 108, A100_DS, nvlink_gbs=600, nvlink_gen=3,
+           reported=_mib(81_920, SMI_MODAL)),
     _entry("h100-sxm", "H100 SXM", 80, 3.35,
            {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H100_DS, HOPPER_WP, HOPPER_WP,
-           nvlink_gbs=900),
+           nvlink_gbs=900, nvlink_gen=4, reported=_mib(81_559, SMI_H100)),
     _entry("h100-pcie", "H100 PCIe", 80, 2.0,
-           {"fp16": 756, "bf16": 756, "fp8": 1513, "tf32": 378}, 51, 50, 114, H100_DS, HOPPER_WP, HOPPER_WP),
+           {"fp16": 756, "bf16": 756, "fp8": 1513, "tf32": 378}, 51, 50, 114, H100_DS, HOPPER_WP, HOPPER_WP,
+           reported=_mib(81_559, SMI_MODAL + " (H100)")),
     _entry("h200-sxm", "H200 SXM", 141, 4.8,
            {"fp16": 989, "bf16": 989, "fp8": 1979, "tf32": 494.5}, 67, 50, 132, H200_DS, HOPPER_WP, HOPPER_WP,
-           note="torch reports a 60 MB L2 on the project's H200; the whitepaper says 50 MB", nvlink_gbs=900),
+           note="torch reports a 60 MB L2 on the project's H200; the whitepaper says 50 MB", nvlink_gbs=900,
+           nvlink_gen=4, reported=_mib(143_771, SMI_H200)),
     _entry("b200", "B200 (HGX)", 180, 7.7,
-           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "tf32": 1100}, 75, 126, 148, B200_DS, B200_L2_MEASURED,
-           note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet", nvlink_gbs=1800),
+           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "fp4": 9000, "tf32": 1100}, 75, 126, 148, B200_DS, B200_L2_MEASURED,
+           note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet", nvlink_gbs=1800, nvlink_gen=5,
+           reported=_mib(183_359, SMI_B200), fp4_source=B200_FP4),
     _entry("gb200", "GB200 (per GPU)", 186, 8.0,
-           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "tf32": 1250}, 80, None, None, GB200_DS, nvlink_gbs=1800),
-    _entry("b300", "B300 (HGX)", 270, 7.7,
-           {"fp16": 2250, "bf16": 2250, "fp8": 4500}, 75, None, 160, B300_DS,
-           note="288 GB marketed, 270 GB usable; 7.7–8 TB/s depending on the sheet", nvlink_gbs=1800),
+           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "fp4": 10000, "tf32": 1250}, 80, None, None, GB200_DS, nvlink_gbs=1800,
+           nvlink_gen=5, fp4_source=GB200_FP4),
+    _entry("b300", "B300 (HGX)", 288, 7.7,
+           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "fp4": 13500}, 75, None, 160, B300_DS,
+           note="288 GB = 268 GiB (the '270 GB usable' of some sheets); 7.7–8 TB/s depending on the sheet",
+           nvlink_gbs=1800, nvlink_gen=5, reported=(288e9, B300_BYTES), fp4_source=B300_FP4),
     _entry("gb300", "GB300 (per GPU)", 279, 8.0,
-           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "tf32": 1250}, 80, None, None, GB300_DS,
-           note="Blackwell Ultra in the GB300 NVL72 rack: 20 TB HBM3e and 576 TB/s over 72 GPUs", nvlink_gbs=1800),
+           {"fp16": 2500, "bf16": 2500, "fp8": 5000, "fp4": 15000, "tf32": 1250}, 80, None, None, GB300_DS,
+           note="Blackwell Ultra in the GB300 NVL72 rack: 20 TB HBM3e and 576 TB/s over 72 GPUs", nvlink_gbs=1800,
+           nvlink_gen=5, fp4_source=GB300_FP4),
     _entry("l4", "L4", 24, 0.30,
-           {"fp16": 121, "bf16": 121, "fp8": 242, "tf32": 60}, 30.3, 48, 58, L4_DS, ADA_WP, ADA_WP),
+           {"fp16": 121, "bf16": 121, "fp8": 242, "tf32": 60}, 30.3, 48, 58, L4_DS, ADA_WP, ADA_WP,
+           reported=_mib(23_034, SMI_MODAL)),
     _entry("l40s", "L40S", 48, 0.864,
-           {"fp16": 362, "bf16": 362, "fp8": 733, "tf32": 183}, 91.6, 96, 142, L40S_DS, ADA_WP, ADA_WP),
+           {"fp16": 362, "bf16": 362, "fp8": 733, "tf32": 183}, 91.6, 96, 142, L40S_DS, ADA_WP, ADA_WP,
+           reported=_mib(46_068, SMI_MODAL)),
     _entry("mi300x", "MI300X", 192, 5.3,
            {"fp16": 1307, "bf16": 1307, "fp8": 2615, "tf32": 653.7}, 163.4, 256, 304, MI300X_DS,
            note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs"),

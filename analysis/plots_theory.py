@@ -171,25 +171,34 @@ def attention_curves(shapes: list[predicted.AttentionShape], devices: list[Datas
 
 
 def tokenomics(curves: pd.DataFrame, path: Path) -> Path:
-    """Throughput per GPU vs interactivity per preset × scenario panel, one curve per device and basis,
-    batch 1 to the memory cap (the cap marked with a star, its batch written)."""
+    """Throughput per GPU vs interactivity per preset × scenario panel (the articles' claim first), one colour per
+    device: thin dotted = the upper bound (no fixed costs), thick = with the per-step fixed costs (dashed when
+    PREDICTED from datasheets, solid with dots when the kernel terms are MEASURED); batch 1 to the memory cap, the
+    cap starred and its batch written on the thick curve."""
+    from matplotlib.lines import Line2D
+
     panels = list(dict.fromkeys(zip(curves["preset"], curves["scenario"])))
-    figure, rows_n, columns = _grid(len(panels), columns=3, width=4.0, height=3.3, right=2.6)
+    figure, rows_n, columns = _grid(len(panels), columns=3, width=4.0, height=3.4, right=2.9)
     axes = figure.subplots(rows_n, columns, squeeze=False)
     keys = list(dict.fromkeys(curves["device"]))
+    costs = curves["costs"] if "costs" in curves else pd.Series("with fixed costs", index=curves.index)
+    names = dict(zip(curves["device"], curves["device_name"]))
     for ax, (preset, scenario) in zip(axes.flat, panels):
-        panel = curves[(curves["preset"] == preset) & (curves["scenario"] == scenario)]
-        for (device, basis), rows in panel.groupby(["device", "basis"], sort=False):
+        panel = curves[(curves["preset"] == preset) & (curves["scenario"] == scenario)].assign(costs=costs)
+        for (device, basis, cost), rows in panel.groupby(["device", "basis", "costs"], sort=False):
             rows = rows.sort_values("batch")
             colour = device_colour(device, keys.index(device))
             measured = not basis.startswith("predicted")
+            if cost.startswith("upper"):
+                ax.plot(rows["interactivity"], rows["throughput_per_gpu"], ":", color=colour, lw=0.9, alpha=0.8)
+                continue
             ax.plot(rows["interactivity"], rows["throughput_per_gpu"], "-" if measured else "--", color=colour,
-                    marker="o" if measured else None, markersize=3, lw=1.2,
-                    label=f"{rows['device_name'].iloc[0]} ({'measured terms' if measured else 'predicted'})")
+                    marker="o" if measured else None, markersize=3, lw=1.4)
             cap = rows.iloc[-1]
             ax.plot([cap["interactivity"]], [cap["throughput_per_gpu"]], "*", color=colour, markersize=9)
             ax.annotate(f"B={int(cap['batch'])}", (cap["interactivity"], cap["throughput_per_gpu"]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points", color=colour)
+                        xytext=(0, -14) if measured else (4, 3), ha="center" if measured else "left",
+                        textcoords="offset points", color=colour)
         log_axis(ax, "x", formatter=plain, subs=(1.0, 2.0, 5.0))
         log_axis(ax, "y", formatter=plain, subs=(1.0, 2.0, 5.0))
         ax.set_title(_title(f"{preset} · {scenario}", 44), fontsize=7.5)
@@ -197,16 +206,18 @@ def tokenomics(curves: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("throughput (tokens/s per GPU)", fontsize=7)
         ax.tick_params(labelsize=6.5, which="both")
         ax.grid(True, which="major", alpha=0.2)
+        ax.margins(x=0.12, y=0.12)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.suptitle("Decode economics: batch 1 (right) to the memory cap (★, left); dashed: PREDICTED from "
-                    "datasheets, solid with dots: MEASURED kernel terms (NVLink always predicted)", fontsize=9)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    axes.flat[min(columns, len(panels)) - 1].legend(handles, labels, fontsize=7, loc="upper left",
-                                                   bbox_to_anchor=(1.01, 1.0), frameon=False, title="device")
+    figure.suptitle("Decode economics, PREDICTED unless marked: batch 1 (right) to the memory cap (★, left); first "
+                    "panel: the articles' H100-vs-H200 claim", fontsize=9)
+    handles = [Line2D([], [], color=device_colour(k, keys.index(k)), lw=2, label=names[k]) for k in keys]
+    handles += [Line2D([], [], color="0.3", ls=":", lw=0.9, label="upper bound: no fixed costs"),
+                Line2D([], [], color="0.3", ls="--", lw=1.4, label="with fixed costs (all-reduce\nlatency, launches)"),
+                Line2D([], [], color="0.3", ls="-", marker="o", markersize=3, lw=1.4,
+                       label="with fixed costs, MEASURED\nkernel terms (NVLink predicted)")]
+    if not curves["basis"].str.startswith("measured").any():
+        handles = handles[:-1]
+    axes.flat[min(columns, len(panels)) - 1].legend(handles=handles, fontsize=7, loc="upper left",
+                                                   bbox_to_anchor=(1.01, 1.0), frameon=False, title="device / curve")
     return save(figure, path)

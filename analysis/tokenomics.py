@@ -8,16 +8,19 @@ Per (model, device, precision, tensor-parallel degree TP, batch B, mean context 
 * attention over the cache: heads/TP query heads over B sequences of X cached tokens.
 * two all-reduces per layer (after o and after down) of B × hidden activations: a ring moves
   2·(TP−1)/TP of them over one direction of the GPU's NVLink (half the datasheet's figure). Modelled
-  from the device table, never measured here (one GPU); NCCL's per-call latency is not in the table
-  and is left out, so TP steps are optimistic by a few µs per all-reduce.
+  from the device table, never measured here (one GPU).
+* fixed costs (only when asked: ``fixed=``): the all-reduces' per-call latency and a launch per kernel
+  (analysis/tokenomics_overheads.py). Without them a step is the model's upper bound on speed; they are the same
+  on GPUs of one NVLink generation, so they pull the H200/H100 ratio below the bandwidth ratio.
 
 Each kernel term is MEASURED where the device has fitted sweeps of that kernel (the pooled fit of the
 fastest impl: t0 + max(bytes/BW_eff, FLOPs/P_eff), a branch the points could not determine taken from
 the device's roof), else PREDICTED from the datasheet roofline; every term says which. The datasheet
 roofline of the same work is every term's lower bound.
 
-Memory: weights (parameters × bytes per weight, split over TP) + KV cache (layers × 2 × kv heads per
-GPU × head_dim × bytes per element, per token) + headroom ⇒ the largest batch that fits at a context.
+Memory: the bytes the GPU holds (``Datasheet.capacity_bytes``: an "80 GB" H100 holds 85.5e9) less headroom,
+weights (parameters × bytes per weight, split over TP) and KV cache (layers × 2 × kv heads per GPU × head_dim ×
+bytes per element, per token) ⇒ the largest batch that fits at a context.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from analysis.devices import Datasheet
 from analysis.roofline import Roof, predicted_time
 from analysis.sweeps import SweepFit
+from analysis.tokenomics_overheads import FixedCosts, allreduce_calls, launches
 from analysis.workloads import decode_attention_cost, linear_cost
 from kernels.models import LLAMA2_70B, LLAMA3_8B, LLAMA3_70B, LLAMA31_405B, Model
 
@@ -58,6 +62,11 @@ class Precision:
 
 BF16 = Precision("bf16", 2.0, 2.0, "bf16")
 FP8 = Precision("fp8 weights, bf16 KV", 1.0, 2.0, "fp8")
+# NVFP4: 4-bit values + one fp8 scale per 16 (0.5 + 1/16 B per weight), activations fp4 too (W4A4 tensor cores)
+FP4 = Precision("nvfp4 weights, bf16 KV", 0.5 + 1 / 16, 2.0, "fp4")
+# W4A16 (Marlin/AWQ-style): 4-bit weights + a bf16 scale per 128, dequantised to bf16 GEMMs; x read as 0.5 B/elem
+# by linear_cost, which is negligible at the small batches the claim is about
+INT4 = Precision("int4 weights (W4A16), bf16 KV", 0.5 + 2 / 128, 2.0, "bf16")
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,9 @@ class Preset:
         return f"{self.model.name} {self.precision.name} TP{self.tp}"
 
 
-PRESETS = (Preset(LLAMA3_8B, BF16, 1), Preset(LLAMA3_70B, BF16, 4), Preset(LLAMA31_405B, FP8, 8),
-           Preset(LLAMA2_70B, FP8, 2))
+# the articles' preset first, then MLPerf's model, the FP4 variant (Blackwell only), and the smaller Llama-3s
+PRESETS = (Preset(LLAMA31_405B, FP8, 8), Preset(LLAMA2_70B, FP8, 2), Preset(LLAMA31_405B, FP4, 8),
+           Preset(LLAMA3_8B, BF16, 1), Preset(LLAMA3_70B, BF16, 4))
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,11 @@ class Scenario:
         return self.input_tokens + self.output_tokens
 
 
-SCENARIOS = (Scenario("1k in / 19k out", 1000, 19000), Scenario("fixed 4k context", 4096))
+# The articles' simulation, and MLPerf Inference llama2-70b's dataset: OpenOrca prompts capped at 1,024 tokens
+# (processorca.py --seqlen_limit=1024; the mean input is not published, so the cap stands in: an upper bound on
+# the KV it needs) and 294.45 output tokens per sample (the accuracy target's "Tokens per sample";
+# github.com/mlcommons/inference language/llama2-70b/README.md). Its server limits are in analysis/claims.py.
+SCENARIOS = (Scenario("1k in / 19k out", 1000, 19000), Scenario("MLPerf OpenOrca 1k in / 294 out", 1024, 294))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +151,7 @@ def kv_bytes_per_token(preset: Preset) -> float:
 
 def max_batch(preset: Preset, device: Datasheet, context: float, headroom: float = HEADROOM) -> int:
     """Largest number of sequences of ``context`` cached tokens whose KV fits beside the weights (0: none)."""
-    free = device.memory_bytes * (1 - headroom) - weight_bytes_per_gpu(preset)
+    free = device.capacity_bytes * (1 - headroom) - weight_bytes_per_gpu(preset)
     if free <= 0:
         return 0
     return int(free // (kv_bytes_per_token(preset) * context))
@@ -263,19 +277,28 @@ class Step:
     allreduce_s: float
     lm_head_s: float
     sources: tuple[str, ...]  # "projections: measured (…)" etc.
-    bound_s: float  # the same work at the datasheet roofline, NVLink at its datasheet figure
+    bound_s: float  # the same work at the datasheet roofline, NVLink at its datasheet figure, no fixed costs
+    fixed_s: float = 0.0  # all-reduce latency + launches (0: the upper bound, fixed costs left out)
+    launches: int = 0
+
+    @property
+    def ideal_s(self) -> float:
+        """The step without fixed costs: the model's upper bound on speed."""
+        return self.projections_s + self.attention_s + self.allreduce_s + self.lm_head_s
 
     @property
     def step_s(self) -> float:
-        return self.projections_s + self.attention_s + self.allreduce_s + self.lm_head_s
+        return self.ideal_s + self.fixed_s
 
     @property
     def measured(self) -> bool:
         return any(source.split(": ", 1)[1].startswith(MEASURED) for source in self.sources)
 
 
-def decode_step(preset: Preset, device: Datasheet, batch: int, context: float, kernels: Kernels | None = None) -> Step:
-    """One decode step of ``preset`` on ``device`` at ``batch`` sequences of ``context`` cached tokens."""
+def decode_step(preset: Preset, device: Datasheet, batch: int, context: float, kernels: Kernels | None = None,
+                fixed: FixedCosts | None = None) -> Step:
+    """One decode step of ``preset`` on ``device`` at ``batch`` sequences of ``context`` cached tokens; with
+    ``fixed``, the all-reduces' per-call latency and a launch per kernel are added (see tokenomics_overheads)."""
     sheet = RooflineKernels(device, preset.precision)
     kernels = kernels or sheet
     model, tp = preset.model, preset.tp
@@ -299,8 +322,15 @@ def decode_step(preset: Preset, device: Datasheet, batch: int, context: float, k
     labels = tuple(f"{name}: {' + '.join(sorted(found))}" for name, found in sources.items() if found)
     labels += (f"all-reduce: {PREDICTED} (NVLink datasheet)",) if tp > 1 else ()
     bound = sum(b for _, b in totals.values()) + comm
+    fixed_s, count = 0.0, 0
+    if fixed is not None:
+        predicted = {name: all(s.startswith(PREDICTED) for s in found) for name, found in sources.items()}
+        count = launches(model, predicted["projections"], predicted["attention"], predicted["lm head"] and vocab > 0)
+        calls = allreduce_calls(model, tp)
+        fixed_s = count * fixed.launch_s + calls * fixed.allreduce_s
+        labels += (f"fixed costs: {count} launches, {calls} all-reduce calls ({fixed.label})",)
     return Step(batch, context, totals["projections"][0], totals["attention"][0], comm, totals["lm head"][0], labels,
-                bound)
+                bound, fixed_s, count)
 
 
 def batches_up_to(cap: int) -> list[int]:
@@ -311,10 +341,16 @@ def batches_up_to(cap: int) -> list[int]:
     return out + [cap]
 
 
-def curve(preset: Preset, device: Datasheet, scenario: Scenario, kernels: Kernels | None = None) -> list[Step]:
+def curve(preset: Preset, device: Datasheet, scenario: Scenario, kernels: Kernels | None = None,
+          fixed: FixedCosts | None = None) -> list[Step]:
     """The decode steps from batch 1 to the memory cap at the scenario's mean context."""
     cap = max_batch(preset, device, scenario.context)
-    return [decode_step(preset, device, b, scenario.context, kernels) for b in batches_up_to(cap)]
+    return [decode_step(preset, device, b, scenario.context, kernels, fixed) for b in batches_up_to(cap)]
+
+
+def supports(preset: Preset, device: Datasheet) -> bool:
+    """Whether the device has tensor cores for the preset's GEMMs (no FP4 on Hopper: such rows are left out)."""
+    return device.tensor(preset.precision.compute) is not None
 
 
 def interactivity(step: Step) -> float:
@@ -329,3 +365,24 @@ def throughput_per_gpu(step: Step, tp: int) -> float:
 
 def in_window(preset: Preset, scenario: Scenario) -> bool:
     return scenario.longest <= WINDOW.get(preset.model.name, np.inf)
+
+
+def batch_at_interactivity(preset: Preset, device: Datasheet, scenario: Scenario, target: float,
+                           kernels: Kernels | None = None, fixed: FixedCosts | None = None) -> Step | None:
+    """The largest batch (up to the memory cap) whose tokens/s per user is still ≥ ``target``; None when even
+    batch 1 is slower. A step only lengthens with the batch, so a bisection finds it."""
+    cap = max_batch(preset, device, scenario.context)
+
+    def step(b: int) -> Step:
+        return decode_step(preset, device, b, scenario.context, kernels, fixed)
+
+    if cap < 1 or not interactivity(step(1)) >= target:
+        return None
+    low, high = 1, cap
+    while low < high:
+        mid = (low + high + 1) // 2
+        if interactivity(step(mid)) >= target:
+            low = mid
+        else:
+            high = mid - 1
+    return step(low)

@@ -62,3 +62,21 @@ def test_nvlink_figures_are_sourced_and_halved_per_direction():
     for device in DEVICES:
         if device.nvlink is not None:
             assert device.source("nvlink"), device.key
+
+
+def test_memory_is_the_bytes_the_gpu_holds():
+    """NVIDIA's "80 GB" / "141 GB" are what nvidia-smi shows as 81,559 / 143,771 MiB; B300's "270 GB usable" is its
+    288 GB in GiB, not a usable fraction."""
+    assert get("h100-sxm").capacity_bytes == 81_559 * 2**20
+    assert get("h200-sxm").capacity_bytes == 143_771 * 2**20
+    assert get("b300").memory_bytes == 288e9 and get("b300").capacity_bytes == 288e9
+    for device in DEVICES:
+        assert device.capacity_bytes >= 0.95 * device.memory_bytes, device.key
+        assert device.source("capacity_bytes"), device.key
+
+
+def test_fp4_peaks_only_where_a_datasheet_gives_them():
+    assert get("b200").tensor("fp4") == 9e15 and get("gb200").tensor("fp4") == 10e15
+    assert get("b300").tensor("fp4") == 13.5e15 and get("gb300").tensor("fp4") == 15e15
+    for key in ("h100-sxm", "h200-sxm", "a100-80gb-sxm", "mi300x"):
+        assert get(key).tensor("fp4") is None

@@ -104,5 +104,5 @@ def test_a_report_without_gpu_results_shows_the_predicted_section(tmp_path):
         assert data.startswith(b"\x89PNG") and len(data) > 20_000, name
     tokenomics = (tmp_path / "report" / "tokenomics.md").read_text()
     assert "every number on this page is PREDICTED" in tokenomics
-    assert "| llama3.1-405b fp8 weights, bf16 KV TP8 | 1k in / 19k out | 31 | 112 |" in tokenomics
+    assert "| llama3.1-405b fp8 weights, bf16 KV TP8 | 1k in / 19k out | 38 | 125 |" in tokenomics  # bytes, not GB
     assert (tmp_path / "report" / "tokenomics.csv").read_text().startswith("preset,model,precision,tp,scenario")

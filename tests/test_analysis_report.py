@@ -126,13 +126,14 @@ def test_tokenomics_page_has_predicted_and_measured_claims_and_a_csv(report):
     text = (out / "tokenomics.md").read_text()
     assert "Measured kernel terms from: synthetic-h100, synthetic-h200" in text
     measured = _row(text, "llama3.1-405b fp8 weights, bf16 KV TP8", "1k in / 19k out",
-                    "measured terms (synthetic-h100 vs synthetic-h200)")
-    assert measured[4] == "31 / 112"
+                    "measured terms (synthetic-h100 vs synthetic-h200), with fixed costs")
+    assert measured[4] == "38 / 125"  # the bytes each GPU holds (issue 22 §3)
     assert "none of the" in text and "estimates is below it" in text
     curves = pd.read_csv(out / "tokenomics.csv")
     assert {"predicted (datasheet)", "measured: synthetic-h100", "measured: synthetic-h200"} <= set(curves["basis"])
     assert (curves["step_ms"] >= curves["bound_ms"] * (1 - 1e-9)).all()
-    assert "| llama3-8b bf16 TP1 | fixed 4k context | predicted (datasheets) | 1.43× | 104 / 206 |" in index.read_text()
+    assert ("| llama3-8b bf16 TP1 | MLPerf OpenOrca 1k in / 294 out | predicted (datasheets), upper bound (no fixed "
+            "costs) | 1.43× |") in index.read_text()
 
 
 def test_device_comparison_quotes_bandwidth_and_mlperf_ratios(report):

@@ -47,13 +47,12 @@ def test_weights_and_kv_per_gpu_by_hand():
 
 def test_memory_cap_by_hand():
     preset = tk.Preset(LLAMA3_8B, tk.BF16, 1)
-    free = 80e9 * 0.9 - 16_059_990_016  # usable H100 memory − weights
-    assert tk.max_batch(preset, H100, 4096) == math.floor(free / (131_072 * 4096)) == 104
+    free = 81_559 * 2**20 * 0.9 - 16_059_990_016  # usable H100 memory (bytes it holds × 0.9) − weights
+    assert tk.max_batch(preset, H100, 4096) == math.floor(free / (131_072 * 4096)) == 113
     big = tk.Preset(LLAMA31_405B, tk.FP8, 8)
     context = tk.SCENARIOS[0].context
     assert context == 1000 + 18999 / 2  # 1k in, 19k out: the mean context over the output
-    assert tk.max_batch(big, H100, context) == math.floor((72e9 - 50_731_155_456) / (64_512 * context)) == 31
-    assert tk.max_batch(big, H200, context) == math.floor((141e9 * 0.9 - 50_731_155_456) / (64_512 * context)) == 112
+    assert tk.max_batch(big, H100, context) == 38 and tk.max_batch(big, H200, context) == 125
     assert tk.max_batch(tk.Preset(LLAMA3_70B, tk.BF16, 1), H100, 4096) == 0  # 141 GB of weights do not fit
 
 
@@ -94,20 +93,22 @@ def test_predicted_equal_batch_ratio_is_the_bandwidth_ratio_when_memory_bound():
     slow, fast = tk.decode_step(preset, H100, 1, 4096), tk.decode_step(preset, H200, 1, 4096)
     assert slow.step_s / fast.step_s == pytest.approx(4.8 / 3.35, rel=1e-3)
     assert slow.step_s == pytest.approx(slow.bound_s)  # the datasheet model is its own bound
-    frame = claims.curves(claims.predicted_bases(), presets=(preset,))
-    ratios = claims.pair_ratios(frame[frame["scenario"] == "fixed 4k context"])
+    scenario = claims.mlperf_scenario()
+    frame = claims.curves(claims.predicted_bases(), presets=(preset,), scenarios=(scenario,), costs=(claims.UPPER,))
+    ratios = claims.pair_ratios(frame)
     assert ratios["equal_b1"] == pytest.approx(4.8 / 3.35, rel=1e-3)
     assert ratios["equal_min"] <= ratios["equal_max"] <= 4.8 / 3.35 + 1e-9
-    assert ratios["cap_slow"] == 104 and ratios["cap_fast"] == tk.max_batch(preset, H200, 4096)
+    assert ratios["cap_slow"] == tk.max_batch(preset, H100, scenario.context)
+    assert ratios["cap_fast"] == tk.max_batch(preset, H200, scenario.context)
 
 
 def test_the_articles_scenario_gives_a_larger_batch_and_a_throughput_ratio_near_three():
     preset, scenario = claims.articles_scenario()
     assert (preset.model, preset.precision, preset.tp) == (LLAMA31_405B, tk.FP8, 8)
-    frame = claims.curves(claims.predicted_bases(), presets=(preset,), scenarios=(scenario,))
+    frame = claims.curves(claims.predicted_bases(), presets=(preset,), scenarios=(scenario,), costs=(claims.UPPER,))
     ratios = claims.pair_ratios(frame)
-    assert (ratios["cap_slow"], ratios["cap_fast"]) == (31, 112)
-    assert 2.0 < ratios["at_cap"] < 4.0  # the larger batch the 141 GB holds, predicted
+    assert (ratios["cap_slow"], ratios["cap_fast"]) == (38, 125)
+    assert 2.0 < ratios["at_cap"] < 3.0  # the larger batch the 141 GB holds, predicted: below the articles' 3×
     assert claims.mlperf_preset().model is LLAMA2_70B
 
 
@@ -147,7 +148,7 @@ def test_interpolating_measured_medians_at_the_label_context_would_beat_the_data
 
 def test_no_measured_estimate_beats_its_datasheet_bound(fitted):
     pooled, roofs = fitted
-    for preset in tk.PRESETS:
+    for preset in (p for p in tk.PRESETS if tk.supports(p, H100)):
         kernels = tk.FittedKernels(tuple(pooled), roofs.roof, tk.RooflineKernels(H100, preset.precision))
         for scenario in tk.SCENARIOS:
             if not tk.in_window(preset, scenario):
@@ -170,3 +171,78 @@ def test_terms_say_where_they_come_from(fitted):
     assert any(s.startswith("all-reduce: predicted (NVLink datasheet)") for s in measured.sources)
     assert all("predicted" in s for s in predicted.sources)
     assert np.isfinite(measured.step_s) and measured.step_s > predicted.step_s
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 22 §3: the decode economics test the articles' claims instead of reproducing them
+# ---------------------------------------------------------------------------------------------
+
+
+def test_memory_cap_counts_the_bytes_the_gpu_holds_not_the_marketed_figure():
+    """An H100 "80 GB" holds 81,559 MiB = 85.5e9 bytes (nvidia-smi); the 405B FP8 cap on 8×H100 moves from 31 to 38."""
+    assert H100.capacity_bytes == 81_559 * 2**20 == pytest.approx(85.5e9, rel=1e-3)
+    assert H200.capacity_bytes == pytest.approx(150.8e9, rel=1e-3)
+    big = tk.Preset(LLAMA31_405B, tk.FP8, 8)
+    context = tk.SCENARIOS[0].context
+    per_seq = 64_512 * context
+    assert tk.max_batch(big, H100, context) == math.floor((0.9 * 81_559 * 2**20 - 50_731_155_456) / per_seq) == 38
+    assert tk.max_batch(big, H200, context) == math.floor((0.9 * 143_771 * 2**20 - 50_731_155_456) / per_seq) == 125
+
+
+def test_fixed_costs_are_in_the_step_and_equal_on_gpus_of_one_nvlink_generation():
+    """405B TP8: 2 all-reduces per layer = 252 per step, each with a per-call latency, plus a launch per kernel."""
+    from analysis.tokenomics_overheads import allreduce_calls, fixed_costs
+
+    preset = tk.Preset(LLAMA31_405B, tk.FP8, 8)
+    assert allreduce_calls(preset.model, preset.tp) == 252 and allreduce_calls(LLAMA3_8B, 1) == 0
+    assert H100.nvlink_generation == H200.nvlink_generation == 4
+    slow = tk.decode_step(preset, H100, 1, 4096, fixed=fixed_costs(H100))
+    fast = tk.decode_step(preset, H200, 1, 4096, fixed=fixed_costs(H200))
+    assert slow.fixed_s > 0 and slow.fixed_s == pytest.approx(fast.fixed_s)
+    assert 1e-3 <= slow.fixed_s <= 5e-3  # ≈ 1–4 ms of all-reduce latency and launches, the same on both GPUs
+    assert slow.step_s == pytest.approx(slow.ideal_s + slow.fixed_s)
+    assert any(s.startswith("fixed costs:") for s in slow.sources)
+    # the fixed time does not shrink with bandwidth: the batch-1 ratio falls below 4.8 / 3.35
+    assert slow.step_s / fast.step_s < 0.97 * 4.8 / 3.35
+    assert tk.decode_step(preset, H100, 1, 4096).fixed_s == 0.0  # the upper bound leaves them out
+
+
+def test_fp4_roofs_and_an_fp4_row_for_blackwell():
+    assert get("b200").tensor("fp4") == 9e15 and get("gb300").tensor("fp4") == 15e15
+    assert H100.tensor("fp4") is None and H200.tensor("fp4") is None  # no FP4 tensor cores on Hopper: never guessed
+    fp4 = [p for p in tk.PRESETS if p.precision.compute == "fp4"]
+    assert fp4 and fp4[0].model is LLAMA31_405B
+    caps = claims.caps_table(presets=fp4)
+    b200 = caps[caps["device"] == "b200"]["max_batch"]
+    assert len(b200) and (b200 > 0).all()
+    frame = claims.curves(claims.predicted_bases(), presets=fp4)
+    assert {"b200", "gb300"} <= set(frame["device"]) and not {"h100-sxm", "h200-sxm"} & set(frame["device"])
+
+
+def test_mlperf_scenario_is_openorca_with_the_server_latency_limits():
+    scenario = claims.mlperf_scenario()
+    assert (scenario.input_tokens, scenario.output_tokens) == (1024, 294)
+    assert claims.MLPERF_TTFT_S == 2.0 and claims.MLPERF_TPOT_S == 0.2
+    assert scenario in tk.SCENARIOS and all(s.name != "fixed 4k context" for s in tk.SCENARIOS)
+
+
+def test_equal_interactivity_ratio_is_below_the_ratio_at_the_memory_caps():
+    from analysis import tokenomics_verdict as tv
+
+    preset, scenario = claims.articles_scenario()
+    caps, equal = tv.throughput_ratios(preset, scenario, fixed=False)
+    assert 2.0 < caps < 4.0 and 1.0 < equal < caps
+
+
+def test_verdict_table_has_a_row_per_claim_with_model_and_mlperf_columns():
+    from analysis import tokenomics_verdict as tv
+
+    table = tv.verdicts()
+    assert list(table.columns) == list(tv.COLUMNS) == [
+        "claim", "source", "model upper bound (no fixed costs)", "model with overheads", "MLPerf", "holds?"]
+    assert list(table["claim"]) == [c.text for c in tv.CLAIMS] and len(table) >= 4
+    for cells in table.itertuples(index=False):
+        assert all(str(c).strip() for c in cells)
+        assert "predicted" in cells[2] and "predicted" in cells[3]  # every model number says it is a prediction
+    cost = table[table["claim"].str.contains("3×")].iloc[0]
+    assert cost["holds?"].startswith("No") and "measured" in cost["MLPerf"]
