@@ -23,7 +23,7 @@ from kernels.errors import UsageError
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SPECS = [ATTN_PREFILL, ATTN_DECODE]
 VLLM_HEAD_DIMS = (72, 120)  # vLLM's paged-attention and varlen tests; refused by the old fixed list
-EXAMPLES = dict(max_examples=12, deadline=None, derandomize=False,
+EXAMPLES = dict(max_examples=60, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
