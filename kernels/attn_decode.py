@@ -121,7 +121,7 @@ def _attn_decode_kernel(
     m starts at −1e30 (not −inf) so a row with nothing visible in a split keeps l = 0 and acc = 0
     instead of NaN; the merge gives such a split weight exp2(−1e30 − m) = 0.
     """
-    row_blocks: tl.constexpr = (GROUP * Q_LEN + ROWS - 1) // ROWS
+    row_blocks = (GROUP * Q_LEN + ROWS - 1) // ROWS  # constexpr arithmetic
     b = (tl.program_id(0) // row_blocks).to(tl.int64)
     kv_h = tl.program_id(1).to(tl.int64)
     split = tl.program_id(2)
