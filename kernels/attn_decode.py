@@ -1,6 +1,8 @@
 """KV-cache decode attention kernels and launcher (``attn_decode``; the spec is
-:mod:`kernels.attn_decode_spec`): q_len ≤ 16 new tokens per sequence against a ragged cache,
-bandwidth-bound (every valid K/V byte is read once per step, the FLOPs are negligible).
+:mod:`kernels.attn_decode_spec`): q_len 1 … 256 new tokens per sequence against a ragged cache —
+decode and speculative decoding (≤ 16, bandwidth-bound: every valid K/V byte is read once per step),
+and the query chunks of chunked prefill over a paged cache (vLLM's unified attention runs 64 … 129
+tokens a chunk through this kernel family).
 
 Layouts (``kv_lens[b]`` counts sequence b's tokens in the cache, its q_len new ones included):
 
@@ -15,13 +17,17 @@ Layouts (``kv_lens[b]`` counts sequence b's tokens in the cache, its q_len new o
   into the final (or partial) accumulator, so the inner loop only converts e4m3 to q's dtype.
 
 Query t (0-based) of sequence b sees cache positions < kv_lens[b] − q_len + 1 + t: the new tokens
-are the last q_len of the sequence, causal among themselves (speculative decoding).
+are the last q_len of the sequence, causal among themselves (speculative decoding, chunked prefill).
 
-One program handles one (sequence, kv head, split): the GROUP query heads sharing that kv head and
-their q_len tokens are the rows of one tile, so each K/V byte is loaded once for the whole group.
-The rows are padded to ≥ 16 and fed to ``tl.dot``: decode is bandwidth-bound, so the padding only
-spends idle tensor-core cycles, whereas broadcast-multiply + ``tl.sum`` would hold a
-[rows, BLOCK_N, head_dim] fp32 product in registers and run on the CUDA cores.
+One program handles one (sequence, kv head, row block, split): the GROUP query heads sharing that kv
+head and their q_len tokens are the GROUP·q_len rows of the tile (token-major: row r is token
+r // GROUP of head r % GROUP), so each K/V byte is loaded once for the whole group. The rows are
+padded to a power of two in [16, 128] and fed to ``tl.dot``: decode is bandwidth-bound, so the
+padding only spends idle tensor-core cycles, whereas broadcast-multiply + ``tl.sum`` would hold a
+[rows, BLOCK_N, head_dim] fp32 product in registers and run on the CUDA cores. More than 128 rows (a
+query chunk, or 16 draft tokens of a wide GQA group) run as ⌈GROUP·q_len / 128⌉ row blocks, side by
+side in the grid so they share each K/V tile through L2; a block stops at the last position its
+latest token sees, so the early tokens of a chunk skip the causal tail.
 
 Split-KV (flash-decoding): when batch·kv_heads programs cannot fill the GPU, each sequence's
 positions are cut into ``num_splits`` chunks handled by separate programs that write partial
@@ -42,8 +48,8 @@ from kernels.attn_ref import CausalAlign, attention_reference
 from kernels.attn_tiles import LOG2E, MAX_HEAD_DIM, block_d, load_rows
 from kernels.tuning import Limits, autotune, device_limits
 
-MAX_Q_LEN = 16  # speculative decoding: up to 16 draft tokens verified per step
-MIN_ROWS, MAX_ROWS = 16, 128  # tile rows = group·q_len padded: tl.dot needs 16, registers cap it
+MAX_Q_LEN = 256  # 16 draft tokens (speculative decoding) … chunked-prefill query chunks (vLLM: 64 … 129)
+MIN_ROWS, MAX_ROWS = 16, 128  # tile rows = group·q_len padded: tl.dot needs 16, registers cap a row block
 MAX_SPLITS = 64  # the merge kernel holds [splits, BLOCK_D] fp32 in registers
 MIN_CHUNK = 256  # positions per split worth a workspace round trip
 CHUNK_ALIGN = 128  # heuristic chunks are whole tiles for every BLOCK_N
@@ -97,7 +103,7 @@ def _attn_decode_kernel(
     stride_tb,
     GROUP: tl.constexpr,  # query heads per kv head
     Q_LEN: tl.constexpr,
-    ROWS: tl.constexpr,  # GROUP·Q_LEN padded to a power of two ≥ 16
+    ROWS: tl.constexpr,  # rows per block: GROUP·Q_LEN padded to a power of two in [16, 128]
     HEAD_DIM: tl.constexpr,  # real channels
     BLOCK_D: tl.constexpr,  # the tile: next power of two ≥ 16
     PAGE_SIZE: tl.constexpr,
@@ -106,19 +112,24 @@ def _attn_decode_kernel(
     KV_FP8: tl.constexpr,  # e4m3 cache with per-kv-head scales
     BLOCK_N: tl.constexpr,
 ):
-    """Grid (batch, kv_heads, num_splits). Row r = g·Q_LEN + t is query token t of head kv_head·GROUP + g.
+    """Grid (batch·row_blocks, kv_heads, num_splits), row_blocks = ⌈GROUP·Q_LEN / ROWS⌉. Row
+    r = t·GROUP + g (r < GROUP·Q_LEN) is query token t of head kv_head·GROUP + g; block k holds rows
+    [k·ROWS, (k+1)·ROWS).
 
-    Split s covers positions [s·chunk, min((s+1)·chunk, len)); row r sees those < len − Q_LEN + 1 + t.
+    Split s covers positions [s·chunk, min((s+1)·chunk, len)); row r sees those < len − Q_LEN + 1 + t,
+    so the block's loop ends at len − Q_LEN + 1 + its largest t.
     m starts at −1e30 (not −inf) so a row with nothing visible in a split keeps l = 0 and acc = 0
     instead of NaN; the merge gives such a split weight exp2(−1e30 − m) = 0.
     """
-    b = tl.program_id(0).to(tl.int64)
+    row_blocks = (GROUP * Q_LEN + ROWS - 1) // ROWS  # constexpr arithmetic
+    b = (tl.program_id(0) // row_blocks).to(tl.int64)
     kv_h = tl.program_id(1).to(tl.int64)
     split = tl.program_id(2)
-    rows = tl.arange(0, ROWS)
-    t = rows % Q_LEN
-    head = kv_h * GROUP + rows // Q_LEN
+    rows = (tl.program_id(0) % row_blocks) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < GROUP * Q_LEN
+    rows = tl.where(row_ok, rows, 0)  # padded rows alias row 0: in-bounds loads, never stored
+    t = rows // GROUP
+    head = kv_h * GROUP + rows % GROUP
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     offs_n = tl.arange(0, BLOCK_N)
@@ -131,6 +142,7 @@ def _attn_decode_kernel(
     start = split * chunk
     end = tl.minimum(start + chunk, seq_len)
     row_end = tl.minimum(seq_len - Q_LEN + 1 + t, end)  # exclusive, per row
+    end = tl.minimum(end, seq_len - Q_LEN + 1 + tl.max(t, 0))  # the block's latest token: nothing past it
     acc = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)
     l_i = tl.zeros([ROWS], dtype=tl.float32)
     m_i = tl.full([ROWS], -1.0e30, dtype=tl.float32)
@@ -273,6 +285,11 @@ def merge_splits(workspace: DecodeWorkspace, kv_lens: torch.Tensor, out: torch.T
     )
 
 
+def row_tile(group: int, q_len: int) -> int:
+    """Rows per program: the group's GROUP·q_len (head, token) rows padded to a power of two, 16 … 128."""
+    return min(MAX_ROWS, max(MIN_ROWS, triton.next_power_of_2(group * q_len)))
+
+
 def _sm_count(device: torch.device) -> int:
     """SMs to fill; 1 under the interpreter, which runs programs one after another anyway."""
     limits = device_limits(device)
@@ -319,8 +336,9 @@ def _check_decode(q, k_cache, v_cache, kv_lens, block_table, out) -> tuple[int, 
         raise ValueError(f"head_dim {head_dim} is not supported; valid: 1 … {MAX_HEAD_DIM}")
     if kv_heads == 0 or heads % kv_heads:
         raise ValueError(f"kv_heads {kv_heads} must divide heads {heads}")
-    if not 1 <= q_len <= MAX_Q_LEN or triton.next_power_of_2(heads // kv_heads * q_len) > MAX_ROWS:
-        raise ValueError(f"q_len {q_len} must be in [1, {MAX_Q_LEN}] with (heads/kv_heads)·q_len ≤ {MAX_ROWS}")
+    if not 1 <= q_len <= MAX_Q_LEN:
+        raise ValueError(f"q_len {q_len} must be in [1, {MAX_Q_LEN}] (longer query chunks: attn_prefill over the "
+                         "gathered cache, or several calls)")
     if q.dtype not in (torch.float16, torch.bfloat16) or k_cache.dtype not in (q.dtype, torch.float8_e4m3fn):
         raise ValueError(f"q must be float16 or bfloat16 and the caches q's dtype or float8_e4m3fn; got {q.dtype}, "
                          f"{k_cache.dtype}")
@@ -380,7 +398,10 @@ def attn_decode(
     page_size = k_cache.shape[1] if paged else 1
     if check_values:
         check_lengths(kv_lens, block_table, q_len, capacity, k_cache.shape[0], page_size)
-    plan = plan_splits(batch * kv_heads, capacity, _sm_count(q.device), num_splits)
+    group = heads // kv_heads
+    tile_rows = row_tile(group, q_len)
+    row_blocks = triton.cdiv(group * q_len, tile_rows)
+    plan = plan_splits(batch * kv_heads * row_blocks, capacity, _sm_count(q.device), num_splits)
     split = plan.num_splits > 1
     rows = batch * heads * q_len
     if split and workspace is None:
@@ -392,13 +413,12 @@ def attn_decode(
     scale = (1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale) * LOG2E
     cache_strides = (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2)) if paged else (
         k_cache.stride(0), k_cache.stride(2), k_cache.stride(1))
-    group = heads // kv_heads
-    _attn_decode_tuned[(batch, kv_heads, plan.num_splits)](
+    _attn_decode_tuned[(batch * row_blocks, kv_heads, plan.num_splits)](
         q, k_cache, v_cache, kv_lens, block_table if paged else kv_lens, *scales,
         out, *parts,
         scale, plan.chunk, plan.num_splits, heads, batch,
         *q.stride()[:3], *out.stride()[:3], *cache_strides, block_table.stride(0) if paged else 0,
-        GROUP=group, Q_LEN=q_len, ROWS=max(MIN_ROWS, triton.next_power_of_2(group * q_len)), HEAD_DIM=head_dim,
+        GROUP=group, Q_LEN=q_len, ROWS=tile_rows, HEAD_DIM=head_dim,
         BLOCK_D=block_d(head_dim), PAGE_SIZE=page_size, PAGED=paged, SPLIT=split,
         KV_FP8=k_cache.dtype == torch.float8_e4m3fn,
     )

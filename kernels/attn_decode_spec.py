@@ -26,9 +26,10 @@ from kernels.attn_decode import (
     check_lengths,
     decode_reference,
     plan_splits,
+    row_tile,
 )
 from kernels.attn_ref import pick_sdpa_backend
-from kernels.attn_tiles import HEAD_DIMS
+from kernels.attn_tiles import MAX_HEAD_DIM
 from kernels.linear import interpreter_bf16_skip
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace, poisoned, scaled_randn
@@ -144,7 +145,7 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
                                                               "k_scale", "v_scale", "out"))
     capacity = _check_decode(q, k, v, lens, table, out)[1]
     check_lengths(lens, table, case["q_len"], capacity, k.shape[0], case["page_size"])  # once, untimed
-    plan = plan_splits(case["batch"] * case["kv_heads"], capacity, _sm_count(q.device))
+    plan = plan_splits(case["batch"] * case["kv_heads"] * _row_blocks(case), capacity, _sm_count(q.device))
     rows = case["batch"] * case["heads"] * case["q_len"]
     workspace = DecodeWorkspace.allocate(rows, plan.num_splits, case["head_dim"], q.device) if plan.num_splits > 1 else None
     variant = f"split-kv splits={plan.num_splits} chunk={plan.chunk}" if plan.num_splits > 1 else "one-pass"
@@ -154,6 +155,12 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
         config=lambda: f"{variant} {describe(_attn_decode_tuned.best_config)}",
         scratch=workspace.tensors if workspace else (),
     )
+
+
+def _row_blocks(case: Case) -> int:
+    """Programs per (sequence, kv head) across the (head, token) rows: more than one past 128 rows."""
+    group = case["heads"] // case["kv_heads"]
+    return triton.cdiv(group * case["q_len"], row_tile(group, case["q_len"]))
 
 
 def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
@@ -303,7 +310,7 @@ def _footprint(case: Case) -> int:
     else:
         cache = 2 * sum(_pages(case)) * case["page_size"] * case["kv_heads"] * head_dim * _kv_itemsize(case)
         cache += 4 * batch * triton.cdiv(case["context"], case["page_size"])
-    splits_possible = batch * case["kv_heads"] < 2 * H100_SM_COUNT  # plan_splits' rule on H100/H200
+    splits_possible = batch * case["kv_heads"] * _row_blocks(case) < 2 * H100_SM_COUNT  # plan_splits' rule, H100/H200
     workspace = batch * heads * q_len * MAX_SPLITS * (head_dim + 2) * 4 if splits_possible else 0
     return cache + 2 * batch * heads * q_len * head_dim * item + workspace
 
@@ -327,9 +334,6 @@ def _skip(case: Case, caps: DeviceCaps) -> str | None:
         return f"q_len {case['q_len']} exceeds context {case['context']}"
     if case["cache"] == "contiguous" and case["page_size"] != ATTN_DECODE.axis("page_size").default:
         return "page_size applies to the paged cache only (contiguous runs at the default page_size)"
-    group_rows = case["heads"] // case["kv_heads"] * case["q_len"]
-    if triton.next_power_of_2(group_rows) > 128:
-        return f"(heads/kv_heads)·q_len = {group_rows} exceeds the 128 rows of one tile"
     return None
 
 
@@ -346,10 +350,12 @@ ATTN_DECODE = KernelSpec(
         Axis("batch", int, 16, "sequences", minimum=1),
         Axis("heads", int, 32, "query heads", minimum=1),
         Axis("kv_heads", int, 8, "key/value heads (divides heads)", minimum=1),
-        Axis("q_len", int, 1, "new tokens per sequence (speculative decoding when > 1)",
-             choices=tuple(range(1, MAX_Q_LEN + 1))),
+        Axis("q_len", int, 1, f"new tokens per sequence, 1 … {MAX_Q_LEN}: speculative decoding (≤ 16), query "
+             "chunks of chunked prefill over the cache (vLLM's unified attention: 64 … 129), causal within the chunk",
+             minimum=1, maximum=MAX_Q_LEN),
         Axis("context", int, 4096, "longest sequence; lengths run evenly from context/2 to context", minimum=1),
-        Axis("head_dim", int, 128, "channels per head (tile padded to the next power of two)", choices=HEAD_DIMS),
+        Axis("head_dim", int, 128, f"channels per head, any 1 … {MAX_HEAD_DIM} (tile padded to the next power of two "
+             "≥ 16, padded channels masked)", minimum=1, maximum=MAX_HEAD_DIM),
         Axis("cache", str, "paged", "KV cache layout", choices=CACHES),
         Axis("page_size", int, 16, "tokens per page (paged cache only)", choices=PAGE_SIZES),
         Axis("kv_dtype", str, "auto", "cache element type: auto = q's dtype; fp8 = e4m3 with per-kv-head scales",

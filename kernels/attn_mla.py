@@ -27,7 +27,6 @@ import triton
 import triton.language as tl
 
 from kernels.attn_decode import (
-    MAX_Q_LEN,
     DecodeWorkspace,
     _sm_count,
     check_lengths,
@@ -40,6 +39,7 @@ from kernels.attn_ref import CausalAlign, attention_reference
 from kernels.attn_tiles import LOG2E
 from kernels.tuning import Limits, autotune, device_limits
 
+MAX_Q_LEN = 16  # multi-token prediction; attn_decode's query chunks (≤ 256) are not wired into the latent kernel
 MAX_BLOCK_H = 64  # (head, token) rows per program: FlashMLA's block; 128 would need 256 fp32 acc registers/thread
 
 

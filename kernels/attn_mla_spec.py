@@ -14,7 +14,6 @@ import torch
 import triton
 
 from kernels.attn_decode import (
-    MAX_Q_LEN,
     MAX_SPLITS,
     DecodeWorkspace,
     _decode_merge_kernel,
@@ -31,7 +30,7 @@ from kernels.attn_decode_spec import (
     randn_cache,
     ragged_lengths,
 )
-from kernels.attn_mla import _attn_mla_tuned, _check_mla, attn_mla, block_h, mla_reference
+from kernels.attn_mla import MAX_Q_LEN, _attn_mla_tuned, _check_mla, attn_mla, block_h, mla_reference
 from kernels.attn_ref import pick_sdpa_backend
 from kernels.linear import interpreter_bf16_skip
 from kernels.models import DEEPSEEK_V3

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from kernels.attn_ref import CausalAlign, attention_reference, causal_pairs, pick_sdpa_backend
-from kernels.attn_tiles import HEAD_DIMS, LOG2E, MAX_HEAD_DIM, block_d, load_rows
+from kernels.attn_tiles import LOG2E, MAX_HEAD_DIM, block_d, load_rows
 from kernels.linear import interpreter_bf16_skip
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import (
@@ -379,7 +379,8 @@ ATTN_PREFILL = KernelSpec(
         Axis("seq_q", int, 4096, "query tokens per sequence (the last seq_q of the sequence)", minimum=1),
         Axis("seq_kv", int, 4096, "key/value tokens per sequence (> seq_q: chunked prefill over a cached prefix)",
              minimum=1),
-        Axis("head_dim", int, 128, "channels per head (tile padded to the next power of two)", choices=HEAD_DIMS),
+        Axis("head_dim", int, 128, f"channels per head, any 1 … {MAX_HEAD_DIM} (tile padded to the next power of two "
+             "≥ 16, padded channels masked)", minimum=1, maximum=MAX_HEAD_DIM),
         Axis("causal", bool, True, "causal mask aligned bottom-right (FlashAttention ≥ 2.1)"),
     ),
     dtypes=(DType.FP16, DType.BF16),

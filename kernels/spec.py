@@ -62,6 +62,7 @@ class Axis:
     help: str = ""
     choices: tuple = ()
     minimum: int | None = None
+    maximum: int | None = None  # with minimum: any integer in [minimum, maximum], named as a range when refused
 
     def parse(self, text: str) -> Any:
         """One value from command-line text, or a UsageError naming what is valid."""
@@ -85,8 +86,13 @@ class Axis:
         if self.choices and value not in self.choices:
             valid = ", ".join(str(c) for c in self.choices)
             raise UsageError(f"axis {self.name}: {value!r} is not valid; valid: {valid}")
-        if self.minimum is not None and value < self.minimum:
-            raise UsageError(f"axis {self.name}: {value} is below the minimum {self.minimum}")
+        low_ok = self.minimum is None or value >= self.minimum
+        high_ok = self.maximum is None or value <= self.maximum
+        if not (low_ok and high_ok):
+            if self.maximum is None:
+                raise UsageError(f"axis {self.name}: {value} is below the minimum {self.minimum}")
+            low = "" if self.minimum is None else f"{self.minimum} "
+            raise UsageError(f"axis {self.name}: {value} is out of range; valid: {low}… {self.maximum}")
         return value
 
 

@@ -1,5 +1,6 @@
-"""attn_decode: ragged contiguous/paged KV caches (any page size), GQA, q_len ≤ 16, padded head dims,
-fp8 (e4m3) caches with per-kv-head scales, one-pass and split-KV paths."""
+"""attn_decode: ragged contiguous/paged KV caches (any page size), GQA, q_len 1 … 256 (speculative
+decoding; chunked prefill over a paged cache, as vLLM's unified attention), padded head dims, fp8 (e4m3)
+caches with per-kv-head scales, one-pass and split-KV paths."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pytest
 import torch
 import triton
 
-from kernels.attn_decode import MAX_SPLITS, attn_decode, decode_reference, plan_splits
+from kernels.attn_decode import MAX_Q_LEN, MAX_SPLITS, attn_decode, decode_reference, plan_splits
 from kernels.attn_decode_spec import ATTN_DECODE, decode_lengths, head_sigmas
 from kernels.check import check_point
+from kernels.errors import UsageError
 from kernels.spec import DeviceCaps, DType, generator_for, relative_error
 
 FP16_TOL = ATTN_DECODE.tolerance[DType.FP16]
@@ -51,6 +53,48 @@ def test_triton_matches_reference(cache, page_size, batch, heads, kv_heads, q_le
     checked = check_point(ATTN_DECODE, "triton", case, device, seed)
     assert checked.ok, checked.message()
     assert checked.launch.config().split()[0] in ("one-pass", "split-kv")
+
+
+# ---------------------------------------------------------------------------------------------
+# query chunks past 16 tokens over a paged cache (vLLM's unified attention: chunked prefill runs
+# 64 … 129-token chunks through the decode kernel family): query i of a chunk of q_len sees
+# positions ≤ kv_len − q_len + i; (head, token) rows beyond one tile run in several row blocks
+# ---------------------------------------------------------------------------------------------
+
+CHUNKS = [  # batch, heads, kv_heads, q_len, context, page_size
+    (2, 2, 2, 64, 97, 16),  # one 64-row tile per kv head
+    (1, 4, 2, 128, 150, 16),  # GQA: 256 (head, token) rows, two row blocks
+    (2, 2, 2, 129, 140, 8),  # vLLM's 129-token chunk: 128 rows and one more
+    (2, 1, 1, 17, 40, 1),  # just past the old limit, one token per page
+]
+
+
+@pytest.mark.parametrize("batch,heads,kv_heads,q_len,context,page_size", CHUNKS)
+def test_query_chunks_over_a_paged_cache_match_reference(batch, heads, kv_heads, q_len, context, page_size, device,
+                                                          seed):
+    case = _case(batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, context=context, head_dim=40,
+                 cache="paged", page_size=page_size)
+    checked = check_point(ATTN_DECODE, "triton", case, device, seed)
+    assert checked.ok, checked.message()
+
+
+@pytest.mark.parametrize("cache", ["contiguous", "paged"])
+def test_query_chunk_row_blocks_and_splits_agree(cache, device, seed):
+    case = _case(batch=2, heads=4, kv_heads=1, q_len=64, context=90, head_dim=16, cache=cache)  # 256 rows
+    inputs = _inputs(case, device, seed)
+    expected = ATTN_DECODE.reference(inputs, case)
+    for splits in (1, 2, 5):
+        assert relative_error(_run(inputs, num_splits=splits), expected) < FP16_TOL, splits
+
+
+def test_q_len_axis_takes_query_chunks_and_refuses_past_the_limit():
+    assert MAX_Q_LEN >= 129
+    for q_len in (17, 64, 128, 129, MAX_Q_LEN):
+        assert _case(q_len=q_len, cache="paged")["q_len"] == q_len
+    for q_len in (0, MAX_Q_LEN + 1):
+        with pytest.raises(UsageError, match=f"q_len.*{MAX_Q_LEN}") as error:
+            _case(q_len=q_len)
+        assert "\n" not in str(error.value) and len(str(error.value)) < 200
 
 
 @pytest.mark.parametrize("cache,page_size", [("contiguous", 16), ("paged", 16), ("paged", 256)])
@@ -172,7 +216,7 @@ def test_nothing_past_a_sequence_is_read(cache, page_size, splits, device, seed)
     assert relative_error(_run(inputs, num_splits=splits), expected) < FP16_TOL
 
 
-@pytest.mark.parametrize("head_dim", [40, 59])
+@pytest.mark.parametrize("head_dim", [40, 59, 72, 120])
 @pytest.mark.parametrize("splits", [1, 3])
 def test_padded_channels_are_never_read_or_written(head_dim, splits, device, seed):
     """q, caches and out are views into rows of the padded tile width whose extra channels hold NaN."""
@@ -192,18 +236,19 @@ def test_padded_channels_are_never_read_or_written(head_dim, splits, device, see
 
 
 @pytest.mark.parametrize("cache", ["contiguous", "paged"])
-def test_new_tokens_are_causal_among_themselves(cache, device):
+@pytest.mark.parametrize("q_len,heads", [(4, 2), (70, 4)])  # 70 tokens × 4 heads: 280 rows, three row blocks
+def test_new_tokens_are_causal_among_themselves(cache, q_len, heads, device):
     """q = 0 gives uniform weights, so token t must average v over positions < len − q_len + 1 + t."""
-    q_len, context = 4, 50
-    case = _case(batch=2, heads=2, kv_heads=1, q_len=q_len, context=context, head_dim=16, cache=cache)
+    context = 100 if q_len > 4 else 50
+    case = _case(batch=2, heads=heads, kv_heads=1, q_len=q_len, context=context, head_dim=16, cache=cache)
     inputs = _inputs(case, device, 0)
     inputs["q"].zero_()
     positions = torch.arange(context, device=device, dtype=torch.float32) / 64  # exact in fp16
     if cache == "contiguous":
         inputs["v_cache"].copy_(positions[None, None, :, None].expand_as(inputs["v_cache"]))
     else:
-        for b in range(2):
-            for p in range(context):
+        for b, length in enumerate(inputs["kv_lens"].tolist()):
+            for p in range(length):  # table entries past a sequence's pages are 0: never write through them
                 page = inputs["block_table"][b, p // 16].long()
                 inputs["v_cache"][page, p % 16] = positions[p]
     out = _run(inputs, num_splits=2)
@@ -263,8 +308,8 @@ def test_launcher_errors(device):
         attn_decode(q, k, v, lens.long(), table)
     with pytest.raises(ValueError, match="must be ≥ q_len"):
         attn_decode(q.repeat(1, 1, 3, 1), k, v, torch.ones_like(lens), table)
-    with pytest.raises(ValueError, match="q_len 17"):
-        attn_decode(q.repeat(1, 1, 17, 1), k, v, lens, table)
+    with pytest.raises(ValueError, match=f"q_len {MAX_Q_LEN + 1} must be in \\[1, {MAX_Q_LEN}\\]"):
+        attn_decode(q.repeat(1, 1, MAX_Q_LEN + 1, 1), k, v, lens, table)
     with pytest.raises(ValueError, match="num_splits 0"):
         attn_decode(q, k, v, lens, table, num_splits=0)
     with pytest.raises(ValueError, match="float8_e4m3fn"):
@@ -324,7 +369,9 @@ def test_skip_rules():
     assert "exceeds context" in ATTN_DECODE.skip_reason(_case(q_len=4, context=2), triton_impl, CAPS)
     assert ATTN_DECODE.skip_reason(_case(batch=16, context=32768), triton_impl, CAPS) is None
     assert "paged cache only" in ATTN_DECODE.skip_reason(_case(cache="contiguous", page_size=64), triton_impl, CAPS)
-    assert "128 rows" in ATTN_DECODE.skip_reason(_case(heads=64, kv_heads=4, q_len=16), triton_impl, CAPS)
+    # (head, token) rows past one tile run in several row blocks: nothing to skip
+    assert ATTN_DECODE.skip_reason(_case(heads=64, kv_heads=4, q_len=16), triton_impl, CAPS) is None
+    assert ATTN_DECODE.skip_reason(_case(heads=32, kv_heads=8, q_len=128, context=4096), triton_impl, CAPS) is None
     assert "interpreter" in ATTN_DECODE.skip_reason(_case("bf16"), triton_impl, INTERPRETER)
     assert ATTN_DECODE.skip_reason(_case("bf16"), torch_impl, INTERPRETER) is None
     ampere = DeviceCaps("A100", (8, 0), False, 40 << 20, 108, 80 * 10**9)
@@ -354,6 +401,7 @@ def test_skip_rules():
     (64, 8, 1, 4096, 128),  # one pass: 512 programs fill the GPU
     (7, 32, 1, 3001, 80),
     (3, 8, 16, 5003, 128),
+    (2, 8, 129, 4099, 120),  # a vLLM query chunk (5 row blocks of 128) at one of its head sizes
 ])
 def test_gpu_realistic(dtype, impl, cache, kv_dtype, batch, kv_heads, q_len, context, head_dim, seed):
     case = _case(dtype, batch=batch, heads=32, kv_heads=kv_heads, q_len=q_len, context=context, head_dim=head_dim,

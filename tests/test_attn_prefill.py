@@ -152,7 +152,7 @@ def test_causal_mask_is_bottom_right(config, seq_q, seq_kv, device):
     assert torch.allclose(out, expected[:, None].expand(seq_q, 16), atol=2e-3, rtol=2e-3)
 
 
-@pytest.mark.parametrize("head_dim", [40, 59, 80, 111])
+@pytest.mark.parametrize("head_dim", [1, 40, 59, 72, 80, 111, 120])
 def test_padded_channels_are_never_read_or_written(head_dim, device, seed):
     """q, k, v and out are views into rows of the padded tile width whose extra channels hold NaN: a
     padded channel loaded without its mask poisons every score; one stored without it overwrites NaN."""

@@ -6,9 +6,10 @@ batch × context × GQA ratio × cache layout with head_dim 128 (Llama-3 style);
 does not fit in device memory are skipped by the specs' footprint rule, not left out here.
 
 Beside those grids, a few targeted sweeps for what served models need, at ragged lengths (no
-multiple of any block size): head_dim 80/96 models (Phi-2, Phi-3-mini) and odd head dims; chunked
-prefill (seq_q < seq_kv, bottom-right causal); page sizes 1 and 256; 16 speculative tokens; an fp8
-KV cache beside bf16 at long context (Llama-3.1-405B's heads); DeepSeek-V3's MLA decode.
+multiple of any block size): head_dim 80/96 models (Phi-2, Phi-3-mini) and odd head dims (59, 111 and
+vLLM's 72, 120); chunked prefill (seq_q < seq_kv, bottom-right causal), also as query chunks over a
+paged cache (vLLM's unified attention, q_len 64 and 129); page sizes 1 and 256; 16 speculative
+tokens; an fp8 KV cache beside bf16 at long context (Llama-3.1-405B's heads); DeepSeek-V3's MLA decode.
 """
 
 from bench.suites import Shape, Suite, Sweep
@@ -39,9 +40,9 @@ PREFILL = (
     # head_dim 80 and 96 (Phi-2, Phi-3-mini) at ragged lengths: the padded tile's cost
     Sweep.make("attn_prefill", IMPLS, ("bf16",), shapes=tuple(attention_shape(m) for m in ODD_HEAD_DIM_MODELS),
                batch=(4,), seq_q=RAGGED_SEQS, seq_kv=RAGGED_SEQS, causal=(True,)),
-    # odd head dims FlashAttention tests (59, 111) and the largest real ones (192; 256 is in the grid above)
+    # odd head dims FlashAttention tests (59, 111), vLLM's (72, 120) and the largest real one (192)
     Sweep.make("attn_prefill", IMPLS, ("bf16",), batch=(4,), heads=(32,), kv_heads=(8,), seq_q=(4093,),
-               seq_kv=(4093,), head_dim=(59, 111, 192), causal=(True,)),
+               seq_kv=(4093,), head_dim=(59, 72, 111, 120, 192), causal=(True,)),
     # chunked prefill / prefix caching: a chunk of new tokens after a cached prefix (bottom-right causal)
     Sweep.make("attn_prefill", IMPLS, ("bf16",), shapes=(attention_shape(LLAMA3_8B, batch=1),),
                seq_q=(509, 2039), seq_kv=(4093, 16381), causal=(True,)),
@@ -62,6 +63,9 @@ DECODE = (
     # 16 draft tokens per sequence (the launcher's limit)
     Sweep.make("attn_decode", IMPLS, ("bf16",), batch=(8, 64), context=(8191,), heads=(32,), kv_heads=(8,),
                q_len=(16,), head_dim=(128,), cache=("paged",), page_size=(16,)),
+    # chunked prefill over a paged cache (vLLM's unified attention: 64 … 129-token query chunks)
+    Sweep.make("attn_decode", IMPLS, ("bf16",), batch=(1, 8), context=RAGGED_CONTEXTS, heads=(32,), kv_heads=(8,),
+               q_len=(64, 129), head_dim=(128,), cache=("paged",), page_size=(16,)),
     # larger pages (fewer block-table lookups, more over-read at each sequence's end)
     Sweep.make("attn_decode", IMPLS, ("bf16",), batch=(1, 16, 128), context=(4096, 32768),
                heads=(32,), kv_heads=(8,), q_len=(1,), head_dim=(128,), cache=("paged",), page_size=(64,)),
@@ -88,7 +92,8 @@ MLA = (
 ATTENTION = Suite(
     "attention",
     "flash-attention prefill (seq 512…16k, d 64/128, causal/not; d 59…192, Phi-2/3 d 80/96, chunked prefill), "
-    "paged/contiguous GQA decode (batch 1…256, context 512…128k, pages 1…256, q_len ≤ 16, fp8 KV), "
+    "paged/contiguous GQA decode (batch 1…256, context 512…128k, pages 1…256, q_len ≤ 16, fp8 KV; "
+    "query chunks of 64/129 over pages), "
     "DeepSeek-V3 MLA decode; Triton beside torch",
     PREFILL + DECODE + MLA,
 )
