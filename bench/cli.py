@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -62,7 +64,8 @@ def cmd_compare(args) -> int:
 def cmd_compile(args) -> int:
     from bench.static import run_compile
 
-    return run_compile(args.arch, Path(args.out) if args.out else None, args.check, args.jobs)
+    return run_compile(args.arch, Path(args.out) if args.out else None, args.check, args.jobs,
+                       kernels=args.kernel, points=args.points)
 
 
 def _add_timing_options(p: argparse.ArgumentParser) -> None:
@@ -114,7 +117,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from bench.options import OneLineParser, fraction
+    from bench.options import OneLineParser, fraction, positive_float
 
     p = OneLineParser(prog="rooflab", description="Triton GPU kernel microbenchmarks measured against the roofline",
                       formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -197,8 +200,9 @@ def parser() -> argparse.ArgumentParser:
                                 "e.g. results/baselines/h100")
     c.add_argument("new", help="the run to judge: a results CSV or a directory of them, e.g. results/h100-80gb-hbm3")
     c.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
-    c.add_argument("-k", "--noise-k", type=float, default=3.0,
-                   help="a change must also exceed k × the points' combined noise, e.g. -k 3 (default 3)")
+    c.add_argument("-k", "--noise-k", type=positive_float, default=3.0,
+                   help="a change must also exceed k × the points' combined noise (finite, > 0), e.g. -k 3 "
+                        "(default 3)")
     c.add_argument("--noise-cap", default="15%",
                    help="widest noise bound a point may have and still be judged; noisier points are "
                         "inconclusive, e.g. --noise-cap 10%% (default 15%%)")
@@ -232,7 +236,12 @@ def parser() -> argparse.ArgumentParser:
                         "memory-bound family or an unexplained one, or a streaming kernel that lost the 16-byte "
                         "loads --out has, e.g. --check")
     k.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
-                   help="compiler processes (default: the CPU count, at most 4), e.g. --jobs 2")
+                   help="compiler processes, 1 to the CPU count (default: the CPU count, at most 4), e.g. --jobs 2")
+    k.add_argument("--kernel", metavar="NAME[,NAME]",
+                   help="only these families (default: every one), e.g. --kernel copy,gemv; needs --out unless "
+                        "--check")
+    k.add_argument("--points", choices=("headline", "all"), default="all",
+                   help="headline: the headline plan's points only; all: those and the extra shapes (default all)")
     k.set_defaults(fn=cmd_compile)
 
     from bench.options import duration
@@ -243,9 +252,9 @@ def parser() -> argparse.ArgumentParser:
                 "rooflab run                          # on a GPU: 8 minutes of the plan, then the report\n"
                 "  rooflab run --dry-run --device h200  # what it would run there, and for how long\n"
                 "  rooflab run --budget 30m --resume 20261130T060000Z   # continue a plan")
-    m.add_argument("--budget", type=duration, default=480.0, metavar="DURATION",
-                   help="GPU time for the plan, e.g. --budget 8m, 90s, 1.5h (default 8m); the point that would "
-                        "overrun it is not started")
+    m.add_argument("--budget", type=duration, default=None, metavar="DURATION",
+                   help="GPU time for the plan, 1 s to 7 days, e.g. --budget 8m, 90s, 1.5h (default 8m); the point "
+                        "that would overrun it is not started; not with --full")
     m.add_argument("--full", action="store_true", help="no budget: every stage of the plan and every suite")
     m.add_argument("--resume", metavar="STAMP",
                    help="continue the plan of that stamp (its files results/<device>/STAMP-*.csv), "
@@ -290,10 +299,42 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rooflab run --dry-run | head`: the reader left; nothing more to say
         _silence_stdout()
         return 0
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk or quota: the file and the room left
+            print(f"rooflab: error: {_full_disk(exc)}", file=sys.stderr)
+            return 2
+        return _internal(exc)
     except Exception as exc:  # a bug, not bad input: still one line, and never exit 1 (= "regression")
-        if os.environ.get("ROOFLAB_DEBUG"):
-            raise
-        text = str(exc).strip().splitlines()
-        print(f"rooflab: internal error: {type(exc).__name__}: {text[0] if text else ''} "
-              "(rerun with ROOFLAB_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 2
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> int:
+    if os.environ.get("ROOFLAB_DEBUG"):
+        raise exc
+    text = str(exc).strip().splitlines()
+    print(f"rooflab: internal error: {type(exc).__name__}: {text[0] if text else ''} "
+          "(rerun with ROOFLAB_DEBUG=1 for the traceback)", file=sys.stderr)
+    return 2
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _full_disk(exc: OSError) -> str:
+    """``OUT: no space left on device (1.2 MiB free on its filesystem)``: which file, how much room."""
+    name = exc.filename or ""
+    what = "quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+    where = Path(os.path.abspath(name)) if name else Path.cwd()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = f"{_size(shutil.disk_usage(where).free)} free on its filesystem"
+    except OSError:
+        free = "free space unknown"
+    return (f"{name or '(a file)'}: {what} ({free}); rows already written are kept: free space, then continue "
+            "with --resume")

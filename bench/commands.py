@@ -98,11 +98,21 @@ def cmd_devices(args) -> int:
 def _target(args):
     from bench import device
 
+    _check_tune_cache()
     if args.interpret:
         return device.detect(interpret=True)
     if not device.cuda_available():
         raise UsageError(NO_GPU)
     return device.detect(interpret=False)
+
+
+def _check_tune_cache() -> None:
+    """ROOFLAB_CACHE_DIR (or the default cache) must be a directory that can be made: never a silent no-cache."""
+    from kernels.tuning import cache_dir_problem
+
+    problem = cache_dir_problem()
+    if problem:
+        raise UsageError(problem)
 
 
 def _shard(args):
@@ -125,11 +135,16 @@ def _gpus(args) -> list[int] | None:
     if not getattr(args, "gpus", None):
         return None
     if args.interpret:
+        from bench.options import cpu_workers, gpu_indices
+
         if args.gpus.strip().lower() == "all":
             return parse_gpus("all", os.cpu_count() or 1)
-        indices = [part for part in args.gpus.split(",") if part.strip()]
-        return parse_gpus(args.gpus, max(int(i) for i in indices) + 1 if all(i.strip().isdigit() for i in indices)
-                          and indices else 1)
+        indices = gpu_indices(args.gpus)
+        cap = cpu_workers()
+        if len(indices) > cap or max(indices) >= cap:
+            raise UsageError(f"--gpus {args.gpus!r} with --interpret: the indices number CPU worker processes, at most "
+                             f"{cap} (the CPU count, at least 4): give indices in 0…{cap - 1}, or all")
+        return indices
     import torch
 
     return parse_gpus(args.gpus, torch.cuda.device_count())
@@ -202,30 +217,57 @@ def _pooled(points, options, gpus: list[int], args, target, replicate: bool = Fa
 
 def cmd_sweep(args) -> int:
     if bool(args.kernel) == bool(args.suite):
-        raise UsageError("give exactly one of --kernel (with --impl/--dtype/--axis) or --suite")
+        raise UsageError("give exactly one of --kernel (with --impl/--dtype/--axis) or --suite "
+                         "(--impl/--dtype/--axis then pick among its points)")
+    if args.device and not args.dry_run:
+        raise UsageError(f"--device only prices a --dry-run; a sweep measures the GPU here (drop --device "
+                         f"{args.device}, or add --dry-run)")
     if args.dry_run:
         return _dry_sweep(args)
     target = _target(args)
-    if args.suite:
-        from bench.suites import expand, get_suite
-
-        points = expand(get_suite(args.suite).sweeps)
-    else:
-        from bench.options import adhoc_points
-
-        points = adhoc_points(args)
+    points = _points(args)
+    _same_kernels(args, points)
     return _sweep(points, args, args.suite or "", target)[0]
+
+
+def _points(args):
+    """A suite's points (filtered by --impl/--dtype/--axis when given), or --kernel's product of axis values."""
+    from bench.options import adhoc_points, suite_selection
+    from bench.suites import expand, get_suite
+
+    if args.suite:
+        return suite_selection(args, expand(get_suite(args.suite).sweeps), args.suite)
+    return adhoc_points(args)
+
+
+def _same_kernels(args, points) -> None:
+    """--resume of an ad-hoc run continues its kernels: triad rows never go into a copy run's file
+    (a suite's own name is checked against the sidecar when the sweep starts)."""
+    import csv
+
+    if not (args.resume and args.out and not args.suite):
+        return
+    out = Path(args.out)
+    try:
+        with out.open(newline="") as f:
+            rows = csv.DictReader(f)
+            held = sorted({row.get("kernel") or "" for row in rows} - {""})
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # missing or unreadable: the sweep says so itself
+    wanted = sorted({p.kernel for p in points})
+    if held and held != wanted:
+        raise UsageError(f"--resume {out}: it holds a run of {', '.join(held)}, not {', '.join(wanted)}: a resumed "
+                         f"run keeps its kernels; write {', '.join(wanted)} to a new --out")
 
 
 def _dry_sweep(args) -> int:
     """The points a sweep would run (after --shard and --resume) with estimated GPU time; runs nothing."""
-    from bench.options import adhoc_points
     from bench.plan import Stage, dry_run
-    from bench.suites import expand, get_suite
     from bench.shards import Shard
     from bench.sweep import SweepOptions, pending
 
-    points = expand(get_suite(args.suite).sweeps) if args.suite else adhoc_points(args)
+    points = _points(args)
+    _same_kernels(args, points)
     out = Path(args.out) if args.out else Path("/nonexistent/rooflab.csv")
     options = SweepOptions(out=out, resume=args.resume, shard=Shard.parse(args.shard) if args.shard else None,
                            policy=_policy(args))
@@ -284,6 +326,7 @@ def cmd_run(args) -> int:
     """The main job: on a GPU the budgeted headline plan (or --full), then the report; without one, the report."""
     from bench import device
 
+    _check_run(args)
     if args.dry_run:
         from bench.plan import dry_run
 
@@ -299,6 +342,24 @@ def cmd_run(args) -> int:
     from bench.cli import _report
 
     return max(status, _report(Path(args.results), Path(args.report)))
+
+
+DEFAULT_BUDGET_S = 480.0  # rooflab run's plan: 8 minutes of GPU time
+
+
+def _check_run(args) -> None:
+    """Options of `rooflab run` checked before anything decides there is no GPU (so none is ignored there)."""
+    from bench.options import gpu_indices, stamp
+
+    if args.gpus:
+        gpu_indices(args.gpus)
+    if args.resume:
+        stamp(args.resume)
+    if args.full and args.budget is not None:
+        raise UsageError(f"--full runs every stage with no budget, --budget {args.budget:g}s sets one: give one or "
+                         "the other")
+    if args.budget is None:
+        args.budget = DEFAULT_BUDGET_S
 
 
 def _pooled_sweep(gpus: list[int]):

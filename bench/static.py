@@ -74,9 +74,13 @@ def _extra_sweeps():
     )
 
 
-def compile_jobs() -> tuple[Job, ...]:
+POINTS = ("headline", "all")
+
+
+def compile_jobs(points: str = "all") -> tuple[Job, ...]:
     """Every Triton point of the headline plan (bench/suites/headline.py, tiers 1–7 with their
-    ragged sizes) and :func:`_extra_sweeps`, less what a Hopper GPU would skip; one job per case."""
+    ragged sizes) and, for ``points="all"``, :func:`_extra_sweeps`, less what a Hopper GPU would
+    skip; one job per case."""
     from bench.suites import expand
     from bench.suites.headline import HEADLINE
     from kernels import registry
@@ -84,7 +88,7 @@ def compile_jobs() -> tuple[Job, ...]:
 
     hopper = DeviceCaps("H100/H200 (static)", (9, 0), False, 50 << 20, 132, 80 << 30)
     jobs: dict[tuple, Job] = {}
-    for point in expand(HEADLINE.sweeps + _extra_sweeps()):
+    for point in expand(HEADLINE.sweeps + (_extra_sweeps() if points == "all" else ())):
         spec = registry.get(point.case.kernel)
         if point.impl != "triton" or point.skip or spec.skip_reason(point.case, spec.impl("triton"), hopper):
             continue
@@ -98,8 +102,38 @@ def compile_jobs() -> tuple[Job, ...]:
 # ---------------------------------------------------------------------------------------------
 
 
-def compile_rows(arch: str, jobs: tuple[Job, ...], workers: int = 2) -> list[dict]:
-    """Compile every candidate config of ``jobs`` for ``arch``; one row per config, in job order."""
+def _progress_counts(outs: list[Path], plans: list[Path]) -> tuple[dict, dict | None]:
+    """Configs compiled so far per family (complete lines of the workers' row files), and the totals
+    per family once every worker has written its plan (else None)."""
+    done: dict[str, int] = {}
+    for out in outs:
+        try:
+            text = out.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines(keepends=True):
+            if line.endswith("\n"):
+                try:
+                    kernel = json.loads(line)["kernel"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                done[kernel] = done.get(kernel, 0) + 1
+    totals: dict[str, int] = {}
+    for plan in plans:
+        try:
+            part = json.loads(plan.read_text())
+        except (OSError, ValueError):
+            return done, None
+        for kernel, n in part.items():
+            totals[kernel] = totals.get(kernel, 0) + int(n)
+    return done, totals
+
+
+def compile_rows(arch: str, jobs: tuple[Job, ...], workers: int = 2, progress=None, poll_s: float = 0.5) -> list[dict]:
+    """Compile every candidate config of ``jobs`` for ``arch``; one row per config, in job order.
+
+    ``progress(done, totals)`` is called while the workers run: configs compiled per family, and the
+    configs per family in all (None until the workers have listed them)."""
     import triton
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -107,17 +141,62 @@ def compile_rows(arch: str, jobs: tuple[Job, ...], workers: int = 2) -> list[dic
         job_file = Path(tmp) / "jobs.json"
         job_file.write_text(json.dumps([job.as_json() for job in jobs]))
         outs = [Path(tmp) / f"rows{i}.jsonl" for i in range(workers)]
+        plans = [Path(tmp) / f"plan{i}.json" for i in range(workers)]
+        logs = [(Path(tmp) / f"err{i}.txt").open("w+") for i in range(workers)]  # a file: a pipe could fill up
         procs = [subprocess.Popen([sys.executable, "-m", "bench.static_compile", str(job_file), str(out),
-                                   "--arch", arch, "--shard", f"{i}/{workers}"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for i, out in enumerate(outs)]
-        errors = [proc.communicate()[1] for proc in procs]
-        for proc, error in zip(procs, errors):
+                                   "--arch", arch, "--shard", f"{i}/{workers}", "--plan", str(plan)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+                 for i, (out, plan, log) in enumerate(zip(outs, plans, logs))]
+        try:
+            while any(proc.poll() is None for proc in procs):
+                if progress is not None:
+                    progress(*_progress_counts(outs, plans))
+                time.sleep(poll_s)
+        except BaseException:
+            for proc in procs:
+                proc.kill()
+            raise
+        if progress is not None:
+            progress(*_progress_counts(outs, plans))
+        for proc, log in zip(procs, logs):
+            log.seek(0)
+            error = log.read()
+            log.close()
             if proc.returncode:
                 raise RuntimeError(f"static compiler worker failed (exit {proc.returncode}):\n{error[-4000:]}")
         rows = [json.loads(line) for out in outs for line in out.read_text().splitlines()]
     rows.sort(key=lambda row: row.pop("index"))
     return [{"arch": arch, "triton": triton.__version__, **row} for row in rows]
+
+
+class ProgressLines:
+    """Progress of a compile on stderr without a flood: a line when a family is done, and one every
+    ``every_s`` seconds while nothing finishes (configs done / total, the families under way)."""
+
+    def __init__(self, stream=None, every_s: float = 10.0, clock=time.monotonic):
+        self.stream, self.every_s, self.clock = stream, every_s, clock
+        self.began = self.last = clock()
+        self.finished: set[str] = set()
+
+    def __call__(self, done: dict, totals: dict | None) -> None:
+        now = self.clock()
+        stream = self.stream or sys.stderr
+        count = sum(done.values())
+        of = f"/{sum(totals.values())}" if totals else ""
+        elapsed = f"{now - self.began:.0f} s"
+        if totals:
+            for kernel, total in totals.items():
+                if kernel not in self.finished and done.get(kernel, 0) >= total:
+                    self.finished.add(kernel)
+                    print(f"compile: {kernel} done ({total} configs); {count}{of} configs in all, {elapsed}",
+                          file=stream, flush=True)
+                    self.last = now
+        if now - self.last >= self.every_s:
+            going = [f"{k} {n}/{totals[k]}" if totals and k in totals else f"{k} {n}"
+                     for k, n in done.items() if k not in self.finished]
+            print(f"compile: {count}{of} configs, {elapsed}" + (f" ({', '.join(going)})" if going else ""),
+                  file=stream, flush=True)
+            self.last = now
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -222,15 +301,41 @@ def _check_args(arch: str, out: Path, check: bool) -> None:
         raise UsageError(f"--out {out}: cannot write there ({error.strerror})") from None
 
 
-def run_compile(arch: str, out: Path | None, check: bool, workers: int) -> int:
+def select_jobs(jobs: tuple[Job, ...], kernels: str | None) -> tuple[Job, ...]:
+    """Only the families ``--kernel a,b`` names (each must have points to compile)."""
+    if kernels is None:
+        return jobs
+    from bench.options import selection
+
+    names = selection(kernels, "--kernel")
+    have = list(dict.fromkeys(job.kernel for job in jobs))
+    for name in names:
+        if name not in have:
+            raise UsageError(f"--kernel {name}: no such family to compile; valid: {', '.join(have)}")
+    return tuple(job for job in jobs if job.kernel in names)
+
+
+def run_compile(arch: str, out: Path | None, check: bool, workers: int, kernels: str | None = None,
+                points: str = "all", progress=None) -> int:
     """Compile the headline candidates; write the CSV, or (``check``) gate them against it."""
+    cpus = os.cpu_count() or 1
     if workers < 1:
         raise UsageError(f"--jobs must be ≥ 1, got {workers}")
+    if workers > cpus:
+        raise UsageError(f"--jobs {workers}: more compiler processes than CPUs ({cpus}); give 1…{cpus}")
+    if points not in POINTS:
+        raise UsageError(f"--points {points!r}; valid: {', '.join(POINTS)}")
+    subset = kernels is not None or points != "all"
+    if subset and out is None and not check:
+        raise UsageError(f"a subset (--kernel/--points headline) writes only its rows: give --out FILE.csv, so "
+                         f"{default_out(arch)} keeps every family")
     out = out or default_out(arch)
     _check_args(arch, out, check)
     began = time.perf_counter()
-    jobs = compile_jobs()
-    rows = compile_rows(arch, jobs, workers)
+    jobs = select_jobs(compile_jobs(points), kernels)
+    print(f"compile: {len(jobs)} points for {arch} with {workers} compiler processes; progress every few seconds "
+          "and per family", file=sys.stderr, flush=True)
+    rows = compile_rows(arch, jobs, workers, progress=progress or ProgressLines())
     seconds = time.perf_counter() - began
     statuses = {status: sum(row["status"] == status for row in rows) for status in ("ok", "over-smem", "compile-error")}
     summary = ", ".join(f"{n} {status}" for status, n in statuses.items() if n)
@@ -238,7 +343,7 @@ def run_compile(arch: str, out: Path | None, check: bool, workers: int) -> int:
           f"Triton {rows[0]['triton'] if rows else '?'}")
     if not check:
         write_csv(out, rows)
-        print(f"wrote {out}")
+        print(f"wrote {len(rows)} rows to {out} ({out.resolve()})")
         return 0
     baseline = read_csv(out)
     versions = {row["triton"] for row in baseline}

@@ -247,7 +247,7 @@ def shards(items: list[tuple], count: int) -> list[int]:
     return assigned
 
 
-def run(jobs: list[dict], arch: str, shard: tuple[int, int], out) -> int:
+def run(jobs: list[dict], arch: str, shard: tuple[int, int], out, plan: str | None = None) -> int:
     import os
     import tempfile
 
@@ -263,7 +263,13 @@ def run(jobs: list[dict], arch: str, shard: tuple[int, int], out) -> int:
     try:
         with pinned_limits(limits):
             items = expand(jobs, limits)
-            for index, ((job, case, space, config), worker) in enumerate(zip(items, shards(items, shard[1]))):
+            owners = shards(items, shard[1])
+            if plan:  # this worker's configs per family, for the parent's progress lines
+                mine = Counter(job["kernel"] for (job, *_), worker in zip(items, owners) if worker == shard[0])
+                with open(plan + ".tmp", "w") as f:
+                    json.dump(dict(mine), f)
+                os.replace(plan + ".tmp", plan)
+            for index, ((job, case, space, config), worker) in enumerate(zip(items, owners)):
                 if worker != shard[0]:
                     continue
                 if case is None:
@@ -289,13 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="JSON lines, one compiled config each")
     p.add_argument("--arch", default="sm_90a", choices=sorted(ARCH_TARGETS))
     p.add_argument("--shard", default="0/1", help="i/n: compile every n-th config starting at the i-th (0-based)")
+    p.add_argument("--plan", help="write {family: configs} of this shard here as JSON before compiling")
     args = p.parse_args(argv)
     index, count = (int(part) for part in args.shard.split("/"))
     with open(args.jobs) as f:
         jobs = json.load(f)
     try:
         with open(args.out, "w") as out:
-            run(jobs, args.arch, (index, count), out)
+            run(jobs, args.arch, (index, count), out, args.plan)
     except Exception:  # a broken job list or spec: the parent reports the traceback
         traceback.print_exc()
         return 1

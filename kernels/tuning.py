@@ -153,6 +153,25 @@ def cache_dir() -> Path:
     return Path(root) / "autotune"
 
 
+def cache_dir_problem() -> str | None:
+    """Why tuned configs could not be kept (a file where a folder must be), in one line; None: fine.
+
+    Checked before a sweep starts, so caching never turns itself off without a word."""
+    if os.environ.get(NO_CACHE_ENV):
+        return None
+    path = cache_dir()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if path.is_dir():
+        return None
+    source = f"{CACHE_ENV}={os.environ[CACHE_ENV]}" if os.environ.get(CACHE_ENV) else f"the tune cache {cache_dir()}"
+    return (f"{source}: {path} is not a directory, so tuned configs could not be kept; point {CACHE_ENV} at a "
+            f"directory, or set {NO_CACHE_ENV}=1 to tune afresh every run")
+
+
+_STORE_WARNED: list[str] = []
+
+
 def _config_text(config: triton.Config) -> str:
     return json.dumps([sorted(config.kwargs.items()), config.num_warps, config.num_stages, config.num_ctas,
                        config.maxnreg], default=str)
@@ -241,8 +260,13 @@ class Autotuner(_TritonAutotuner):
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"config": _config_text(config), "triton": triton.__version__}))
             tmp.replace(path)
-        except OSError:
-            pass  # a read-only cache only costs a retune next time
+        except OSError as exc:  # a read-only cache only costs a retune next time: say so once
+            if not _STORE_WARNED:
+                _STORE_WARNED.append(str(path.parent))
+                import sys
+
+                print(f"rooflab: warning: tuned configs are not kept in {path.parent} "
+                      f"({exc.strerror or exc}); the next run tunes afresh", file=sys.stderr)
 
 
 def autotune(configs: list[triton.Config], key: list[str], prune: Callable | None = None):

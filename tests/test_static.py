@@ -228,7 +228,10 @@ def test_the_hook_plans_for_the_limits_it_is_given():
 
 
 def test_a_compile_reports_registers_shared_memory_and_16_byte_loads():
-    rows = compile_rows("sm_90a", (Job("copy", "fp16", {"N": 1000}),), workers=1)
+    calls = []
+    rows = compile_rows("sm_90a", (Job("copy", "fp16", {"N": 1000}),), workers=1,
+                        progress=lambda done, totals: calls.append((dict(done), totals)))
+    assert calls[-1] == ({"copy": 1}, {"copy": 1})  # the last word: every config, of the worker's plan
     assert len(rows) == 1  # BLOCK=1024 with 4 warps: the one config that fits the array at 16 B per thread
     row = rows[0]
     assert row["status"] == "ok", row["note"]
@@ -305,3 +308,79 @@ def test_compile_command_bad_input_is_one_line(argv, message, capsys, tmp_path):
 def test_compile_refuses_a_directory_as_out(capsys, tmp_path):
     assert cli.main(["compile", "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress, a subset, where the CSV went (issue 21: `rooflab compile` printed nothing for 7 minutes)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "--kernel", "nope", "--out", "x.csv"], "--kernel nope: no such family to compile; valid: "),
+    (["compile", "--kernel", ",", "--out", "x.csv"], "--kernel ',' names nothing"),
+    (["compile", "--points", "some"], "invalid choice: 'some'"),
+    (["compile", "--kernel", "copy"], "give --out FILE.csv"),
+    (["compile", "--points", "headline"], "give --out FILE.csv"),
+])
+def test_compile_subset_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    import bench.static
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench.static, "compile_rows", lambda *a, **k: pytest.fail("compiled"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_compile_a_subset_shows_progress_and_where_the_csv_went(capsys, tmp_path, monkeypatch):
+    """compile_rows replaced by a fake that reports progress as the workers would: no compiler runs."""
+    import bench.static
+
+    seen = {}
+
+    def fake(arch, jobs, workers, progress=None, **_):
+        seen["kernels"] = {job.kernel for job in jobs}
+        totals = {"copy": 2, "gemv": 3}
+        progress({}, None)
+        progress({"copy": 1}, totals)
+        progress({"copy": 2, "gemv": 1}, totals)
+        progress({"copy": 2, "gemv": 3}, totals)
+        return [_row(kernel=k, config=f"c{i}") for k, n in totals.items() for i in range(n)]
+
+    monkeypatch.setattr(bench.static, "compile_rows", fake)
+    out = tmp_path / "sub.csv"
+    assert cli.main(["compile", "--kernel", "copy,gemv", "--points", "headline", "--out", str(out), "--jobs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert seen["kernels"] == {"copy", "gemv"}
+    assert "compile: copy done (2 configs); 3/5 configs in all" in captured.err
+    assert "compile: gemv done (3 configs); 5/5 configs in all" in captured.err
+    assert len(captured.err.splitlines()) <= 4 and "Traceback" not in captured.err
+    assert f"wrote 5 rows to {out}" in captured.out and len(read_csv(out)) == 5
+
+
+def test_progress_lines_are_a_line_per_family_and_a_heartbeat():
+    import io
+
+    from bench.static import ProgressLines
+
+    now = [0.0]
+    stream = io.StringIO()
+    lines = ProgressLines(stream, every_s=10, clock=lambda: now[0])
+    for t in range(0, 30):  # polled twice a second for 15 s: one heartbeat, not thirty lines
+        now[0] = t / 2
+        lines({"gemm": t}, {"gemm": 100, "copy": 1} if t else None)
+    text = stream.getvalue().splitlines()
+    assert text == ["compile: 29/101 configs, 10 s (gemm 20/100)"] or \
+        text == ["compile: 20/101 configs, 10 s (gemm 20/100)"], text
+    now[0] = 16
+    lines({"gemm": 30, "copy": 1}, {"gemm": 100, "copy": 1})
+    assert stream.getvalue().splitlines()[-1] == "compile: copy done (1 configs); 31/101 configs in all, 16 s"
+
+
+def test_the_compile_jobs_subsets():
+    from bench.static import compile_jobs, select_jobs
+
+    everything, headline = compile_jobs("all"), compile_jobs("headline")
+    key = lambda job: repr(job.as_json())  # noqa: E731
+    assert set(map(key, headline)) < set(map(key, everything))
+    assert {job.kernel for job in select_jobs(headline, "copy,gemv")} == {"copy", "gemv"}
