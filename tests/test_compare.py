@@ -330,7 +330,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, make, message):
 
 @pytest.mark.parametrize("option, message", [(("--threshold", "lots"), "expected a percentage"),
                                              (("--threshold", "150%"), "between 0 and 100%"),
-                                             (("-k", "-1"), "must not be negative")])
+                                             (("-k", "-1"), "must be a number > 0")])
 def test_bad_options_are_one_line(tmp_path, capsys, option, message):
     base = copy_run(tmp_path / "base.csv", BASE_TIMES)
     code, _, err = run(capsys, "compare", base, base, *option)
@@ -536,7 +536,7 @@ def test_an_internal_error_is_exit_2_never_1(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("option, message", [(("--allow-missing", "lots"), "--allow-missing"),
                                              (("--noise-cap", "1%"), "at least the threshold"),
-                                             (("-k", "nan"), "must not be negative")])
+                                             (("-k", "nan"), "not a finite number")])
 def test_new_gate_options_are_checked(tmp_path, capsys, option, message):
     base = copy_run(tmp_path / "base.csv", BASE_TIMES)
     code, _, err = run(capsys, "compare", base, base, *option)
