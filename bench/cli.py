@@ -18,30 +18,15 @@ from bench.commands import (
     cmd_suites,
     cmd_sweep,
 )
+from bench.reporting import write_report
 from kernels.errors import UsageError
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_REPORT = Path("results") / "report"
 
 
-def _report(results: Path, out: Path) -> int:
-    """Build the report; each results file that could not be read and each figure that could not be drawn is
-    named on stderr (and in the report)."""
-    from analysis.report import build_report
-
-    bad: list = []
-    failed: list = []
-    index = build_report(results, out, bad, failed)
-    for _, reason in bad:
-        print(f"rooflab: warning: not in the report: {reason}", file=sys.stderr)
-    for path, reason in failed:
-        print(f"rooflab: warning: figure {path.as_posix()} could not be drawn: {reason}", file=sys.stderr)
-    print(f"report: {index}")
-    return 0
-
-
 def cmd_report(args) -> int:
-    return _report(Path(args.results), Path(args.out))
+    return write_report(Path(args.results), Path(args.out))
 
 
 def cmd_compare(args) -> int:

@@ -339,9 +339,9 @@ def cmd_run(args) -> int:
     else:
         print(f"no CUDA device: building the report from the results in {args.results}/ "
               "(see what a GPU run would do: rooflab run --dry-run --device h200)")
-    from bench.cli import _report
+    from bench.reporting import write_report
 
-    return max(status, _report(Path(args.results), Path(args.report)))
+    return max(status, write_report(Path(args.results), Path(args.report)))
 
 
 DEFAULT_BUDGET_S = 480.0  # rooflab run's plan: 8 minutes of GPU time
