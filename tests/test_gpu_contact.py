@@ -137,3 +137,13 @@ def test_a_normal_finish_returns_rows_sidecars_ceilings_report_and_log(tmp_path)
     assert "run exit: 0" in log and "done:" in log
     assert "of roof" in log  # one line per finished point
     assert sorted(p.name for p in contact.out.iterdir()) == ["contact.log", "results.tar.gz"]
+
+
+@pytest.mark.parametrize("setting", ["DEADLINE=abc", "SNAPSHOT_EVERY=0", "PACK_RESERVE=-5", "GRACE=1.5"])
+def test_a_bad_setting_is_one_line_and_exit_2_before_anything_runs(tmp_path, setting):
+    name, value = setting.split("=")
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(ROOT / ".ci" / "gpu-contact")], env=dict(os.environ, OUT=str(out), **{name: value}),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and name in done.stderr
+    assert not out.exists()

@@ -94,3 +94,20 @@ def test_closure_pass_charges_every_kernel_between_marks_and_nothing_outside():
 ])
 def test_closure_pass_refuses_a_trace_it_cannot_read(records, samples):
     assert closure_pass(records, samples) is None
+
+
+def test_the_clean_flush_runs_on_the_torch_of_the_gpu_image():
+    """torch 2.11 (and 2.13) refuse sum(x, dtype=…, out=…) without a dim: every cold point failed on the
+    first H200 call. The flush's own calls, on CPU tensors of the same types."""
+    import torch
+
+    from bench.cuda_backend import CudaBackend
+    from bench.timing import FlushMode
+
+    backend = object.__new__(CudaBackend)
+    backend._torch, backend._flush_mode = torch, FlushMode.CLEAN
+    backend._zero = torch.full((1024,), 7, dtype=torch.int32)
+    backend._read = torch.ones(1024, dtype=torch.int32)
+    backend._sum = torch.empty((), dtype=torch.int64)
+    backend.flush_l2()
+    assert int(backend._zero.abs().sum()) == 0 and int(backend._sum) == 1024
