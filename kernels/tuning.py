@@ -55,6 +55,7 @@ class Limits:
     smem_per_block: int  # opt-in shared memory one block may use, bytes
     registers_per_sm: int  # 32-bit registers per SM
     capability: tuple[int, int] | None  # CUDA compute capability; None under the interpreter
+    warp_size: int = 32  # threads per warp (NVIDIA) or wavefront (AMD CDNA: 64); pruners must not assume 32
 
     @property
     def interpret(self) -> bool:
