@@ -31,7 +31,7 @@ from bench.timeline import TimeFigure
 from bench.timing import Backend, Copies, SamplingPolicy, measure, tuning_benchmark
 from kernels import registry
 from kernels.check import Recorded, after_timing, changed_inputs, check_point
-from kernels.spec import UsageError
+from kernels.spec import UsageError, map_tensors
 from kernels.tuning import TUNER
 
 
@@ -95,16 +95,7 @@ def new_run_id(now: dt.datetime, label: str) -> str:
 
 def clone_inputs(value: Any) -> Any:
     """A deep copy of a point's inputs: tensors cloned (strides kept), dataclasses and containers rebuilt."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {k: clone_inputs(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(clone_inputs(v) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: clone_inputs(getattr(value, f.name))
-                                             for f in dataclasses.fields(value) if f.init})
-    return value
+    return map_tensors(value, lambda _, tensor: tensor.clone())
 
 
 def point_key(point: Point, policy: SamplingPolicy) -> tuple[str, ...]:

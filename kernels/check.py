@@ -23,14 +23,13 @@ After timing, the sweep poisons every rotating copy's output and replays the tim
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
 
 import torch
 
-from kernels.spec import Case, Impl, Inputs, KernelSpec, Launch, generator_for, relative_error
+from kernels.spec import Case, Impl, Inputs, KernelSpec, Launch, generator_for, named_tensors, relative_error
 
 ELEMENT_FACTOR = 4.0  # element bound = F·tol·(rms(ref) + |ref|): far above rounding noise, far below a lost tile
 ROW_FACTOR = 3.0  # row bound = R·tol·max(‖ref row‖, floor): a row 1.5 % off fails fp32 (tf32), 6 % off fails bf16
@@ -192,22 +191,10 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
-def _tensors(value: object, path: str = "") -> list[tuple[str, torch.Tensor]]:
-    if isinstance(value, torch.Tensor):
-        return [(path, value)]
-    if isinstance(value, dict):
-        return [t for k, v in value.items() for t in _tensors(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(value, (list, tuple)):
-        return [t for i, v in enumerate(value) for t in _tensors(v, f"{path}[{i}]")]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [t for f in dataclasses.fields(value) for t in _tensors(getattr(value, f.name), f"{path}.{f.name}")]
-    return []
-
-
 def fingerprint(inputs: Inputs) -> tuple[tuple[str, float, float], ...]:
     """(name, Σx, Σ|x|) in float64 per input tensor but ``out``: what a run must leave as it found it."""
     prints = []
-    for name, tensor in _tensors({k: v for k, v in inputs.items() if k != "out"}):
+    for name, tensor in named_tensors({k: v for k, v in inputs.items() if k != "out"}):
         flat = tensor.detach()
         flat = flat.reshape(-1) if flat.is_contiguous() else flat.contiguous().reshape(-1)
         total = absolute = 0.0

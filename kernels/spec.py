@@ -7,6 +7,7 @@ the shape alone. Nothing here touches a GPU or imports Triton.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from enum import Enum
@@ -296,6 +297,29 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def within_tolerance(error: float, tolerance: float) -> bool:
     return error <= tolerance  # False for NaN
+
+
+def map_tensors(value: Any, fn: Callable[[str, torch.Tensor], Any], path: str = "") -> Any:
+    """``value`` rebuilt with every tensor inside it (dicts, lists, tuples, dataclasses) replaced by
+    ``fn(path, tensor)``; the one walk over a point's nested inputs (cloning copies, fingerprinting them)."""
+    if isinstance(value, torch.Tensor):
+        return fn(path, value)
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(v, fn, f"{path}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        mapped = {f.name: map_tensors(getattr(value, f.name), fn, f"{path}.{f.name}")
+                  for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **{f.name: mapped[f.name] for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+def named_tensors(value: Any) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor inside ``value`` with its path (``w.scales``, ``pages[3]``), in walk order."""
+    found: list[tuple[str, torch.Tensor]] = []
+    map_tensors(value, lambda path, tensor: found.append((path, tensor)) or tensor)
+    return found
 
 
 def generator_for(device: torch.device | str, seed: int) -> torch.Generator:
