@@ -16,18 +16,15 @@ import triton
 
 from kernels.attn_decode import (
     MAX_Q_LEN,
-    MAX_SPLITS,
-    DecodeWorkspace,
     _attn_decode_tuned,
     _check_decode,
-    _decode_merge_kernel,
     _sm_count,
     attn_decode,
     check_lengths,
     decode_reference,
-    plan_splits,
     row_tile,
 )
+from kernels.attn_split import MAX_SPLITS, DecodeWorkspace, _decode_merge_kernel, plan_splits
 from kernels.attn_ref import pick_sdpa_backend
 from kernels.attn_tiles import MAX_HEAD_DIM
 from kernels.linear import interpreter_bf16_skip

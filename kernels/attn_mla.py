@@ -26,15 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attn_decode import (
-    DecodeWorkspace,
-    _sm_count,
-    check_lengths,
-    check_paged,
-    gather_sequence,
-    merge_splits,
-    plan_splits,
-)
+from kernels.attn_decode import _sm_count, check_lengths, check_paged, gather_sequence
+from kernels.attn_split import DecodeWorkspace, merge_splits, plan_splits
 from kernels.attn_ref import CausalAlign, attention_reference
 from kernels.attn_tiles import LOG2E
 from kernels.tuning import Limits, autotune, device_limits

@@ -13,14 +13,8 @@ import math
 import torch
 import triton
 
-from kernels.attn_decode import (
-    MAX_SPLITS,
-    DecodeWorkspace,
-    _decode_merge_kernel,
-    _sm_count,
-    check_lengths,
-    plan_splits,
-)
+from kernels.attn_decode import _sm_count, check_lengths
+from kernels.attn_split import MAX_SPLITS, DecodeWorkspace, _decode_merge_kernel, plan_splits
 from kernels.attn_decode_spec import (
     H100_SM_COUNT,
     PAGE_SIZES,

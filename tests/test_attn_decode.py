@@ -8,7 +8,8 @@ import pytest
 import torch
 import triton
 
-from kernels.attn_decode import MAX_Q_LEN, MAX_SPLITS, attn_decode, decode_reference, plan_splits
+from kernels.attn_decode import MAX_Q_LEN, attn_decode, decode_reference
+from kernels.attn_split import MAX_SPLITS, plan_splits
 from kernels.attn_decode_spec import ATTN_DECODE, decode_lengths, head_sigmas
 from kernels.check import check_point
 from kernels.errors import UsageError
