@@ -39,6 +39,7 @@ from kernels.linear import (
 )
 from kernels.spec import Case, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace
 from kernels.spaces import launch_spaces
+from kernels.targets import has_tma, min_mma_rows
 from kernels.tuning import Limits, autotune, describe, device_limits
 
 GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2
@@ -111,12 +112,14 @@ def gemm_candidates(M: int, N: int, K: int, in_size: int, out_size: int, tma: bo
     """The configs worth timing: tiles that fit the problem (no block far beyond M, N, K), the
     device's shared memory and the registers: at most TIGHT_ACC_PER_THREAD fp32 accumulators per
     thread where the K loop needs more than the accumulator — fp8's promotion every BLOCK_K keeps a
-    second one, a ragged K its masks (128 per thread spilled 104–632 B on sm_90a)."""
+    second one, a ragged K its masks (128 per thread spilled 104–632 B on sm_90a); a warp is
+    ``limits.warp_size`` threads (64 on AMD CDNA); on Blackwell, row blocks of 64 and more."""
     configs = gemm_tma_configs() if tma else gemm_configs()
 
     def roomy(c: triton.Config) -> bool:
         tight = in_size == 1 or K % c.kwargs["BLOCK_K"] != 0
-        return not tight or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= TIGHT_ACC_PER_THREAD * 32 * c.num_warps
+        threads = limits.warp_size * c.num_warps
+        return not tight or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= TIGHT_ACC_PER_THREAD * threads
 
     useful = [
         c for c in configs
@@ -125,8 +128,11 @@ def gemm_candidates(M: int, N: int, K: int, in_size: int, out_size: int, tma: bo
         and c.kwargs["BLOCK_K"] <= max(64, triton.next_power_of_2(K))
     ] or configs
     useful = [c for c in useful if roomy(c)] or useful
+    # Blackwell: tiles shorter than 64 rows miss tcgen05 (mma.sync instead, fp8 even upcast to fp16)
+    useful = [c for c in useful if c.kwargs["BLOCK_M"] >= min_mma_rows(limits)] or useful
     if K % 16:  # Triton cannot prove 16-byte aligned rows (it needs K % 16 == 0): element loads
-        loaded = lambda c: c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) // (32 * c.num_warps)  # noqa: E731
+        loaded = lambda c: (c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])  # noqa: E731
+                            // (limits.warp_size * c.num_warps))
         useful = [c for c in useful if loaded(c) <= UNALIGNED_LOADS_PER_THREAD] or [min(useful, key=loaded)]
     smem = functools.partial(shared_memory_bytes, in_size=in_size, out_size=out_size, tma=tma)
     return tuple(c for c in useful if smem(c) <= limits.smem_per_block) or (min(useful, key=smem),)
@@ -252,9 +258,8 @@ def _rows_tma_ready(t: torch.Tensor) -> bool:
 
 
 def tma_eligible(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> bool:
-    """TMA needs a Hopper+ GPU (not the interpreter), unit inner strides and 16-byte aligned rows."""
-    capability = device_limits(x.device).capability
-    if capability is None or capability < (9, 0):
+    """TMA needs an NVIDIA Hopper+ GPU (not the interpreter, not AMD), unit inner strides and 16-byte aligned rows."""
+    if not has_tma(device_limits(x.device)):
         return False
     return all(_rows_tma_ready(t) for t in (x, w, out))
 
@@ -321,7 +326,7 @@ def last_config(variant: GemmVariant) -> str:
 
 def _gemm_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
     """The variant a case launches on ``limits`` and the configs its autotuner keeps."""
-    o = meta_linear_operands(case)
+    o = meta_linear_operands(case, limits)
     launch = lambda: gemm(o["x"], o["w"], o["out"], x_scale=o["x_scale"], w_scale=o["w_scale"])  # noqa: E731
     kernels = {GemmVariant.TILED.value: _gemm_kernel, GemmVariant.TMA.value: _gemm_tma_kernel}
     return launch_spaces(launch, kernels, limits)

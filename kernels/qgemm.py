@@ -1,13 +1,26 @@
-"""``qgemm``: y = x·Wᵀ with a quantized W, dequantised in registers and fed to tl.dot (any M).
+"""``qgemm``: y = x·Wᵀ with a quantized W (any M), in the variant the target's matrix units take.
 
 x: [M, K] fp16/bf16, W: [N, K] in a :mod:`kernels.quant_formats` format, y: [M, N] in x's dtype.
-Each K step decodes a [BLOCK_N, BLOCK_K] tile to its raw values (q, q − z or the e2m1 value: all
-exact in fp16 and bf16), multiplies it on the tensor cores in fp32, and scales the partial product
-per output channel: once per group for int4/mxfp4 (tiles are one group wide), once at the end for
-int8/fp8. The pieces shared with ``qgemv`` (inputs, baselines, byte counts, reference) live here.
+
+``dequant`` (every format, every target; the only one on Hopper and older): each K step decodes a
+[BLOCK_N, BLOCK_K] tile to its raw values (q, q − z or the e2m1 value: all exact in fp16 and bf16),
+multiplies it on the tensor cores in fp32, and scales the partial product per output channel: once
+per group for int4/mxfp4 (tiles are one group wide), once at the end for int8/fp8.
+
+``scaled`` (mxfp4 and nvfp4 on Blackwell, mxfp4 on gfx950; :func:`qgemm_variant`): W stays packed
+and its block scales go to the hardware's block-scaled MMA through ``tl.dot_scaled`` (tcgen05
+kind::mxf4 / mxf4nvf4 on sm_100, v_mfma_scale on gfx950). That MMA takes no fp16/bf16 operand (Triton
+would upcast W), so each x tile is quantised in registers onto the weight format's own grid
+(:func:`kernels.quant_formats.quantize_activations`: e2m1 with a power-of-two scale per block): W4A4,
+as FP4 inference runs there. The family's inputs put x on that grid for the FP4 formats
+(:func:`linear_inputs`), so every variant, target and baseline computes the same product.
+
+The pieces shared with ``qgemv`` (inputs, baselines, byte counts, reference) live here.
 """
 
 from __future__ import annotations
+
+from enum import Enum
 
 import torch
 import triton
@@ -15,6 +28,7 @@ import triton.language as tl
 
 from kernels.dequant import (
     FORMAT_AXIS,
+    kernel_format,
     GROUP_AXIS,
     K_AXIS,
     N_AXIS,
@@ -32,7 +46,7 @@ from kernels.dequant import (
     triton_fp8_skip,
     weight_bytes,
 )
-from kernels.quant_formats import QuantizedWeight, dequantize
+from kernels.quant_formats import MX_BLOCK, NVFP4_BLOCK, QuantFormat, QuantizedWeight, activation_grid, dequantize
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import (
     Axis,
@@ -47,10 +61,23 @@ from kernels.spec import (
     poisoned,
     scaled_randn,
 )
-from kernels.tuning import Limits, autotune, describe
+from kernels.targets import min_mma_rows, scaled_mma_formats
+from kernels.tuning import INTERPRETER, Limits, autotune, describe, device_limits
 
 
 MAX_ACC_PER_THREAD = 64  # see qgemm_candidates
+MAX_X_PER_THREAD = 64  # fp32 x values a thread quantises per K step in the scaled variant (see scaled_candidates)
+
+
+class QGemmVariant(str, Enum):
+    DEQUANT = "dequant"  # decode W in registers, tl.dot in fp16/bf16 (every format, every target)
+    SCALED = "scaled"  # tl.dot_scaled on packed FP4 W and in-register FP4 x (Blackwell, gfx950 mxfp4)
+
+
+def qgemm_variant(fmt: QuantFormat | str, limits: Limits) -> QGemmVariant:
+    """The variant the target runs: hardware block-scaled MMA where it takes the format, else dequant."""
+    fmt = QuantFormat.parse(fmt)
+    return QGemmVariant.SCALED if fmt.value in scaled_mma_formats(limits) else QGemmVariant.DEQUANT
 
 
 def qgemm_configs() -> list[triton.Config]:
@@ -62,16 +89,19 @@ def qgemm_configs() -> list[triton.Config]:
             for bm, bn, bk, w, s in shapes]
 
 
-def qgemm_candidates(M: int, group: int) -> tuple[triton.Config, ...]:
-    """Row blocks no taller than M needs (≥ 16 for tl.dot); grouped formats use group-wide K tiles;
-    at most MAX_ACC_PER_THREAD fp32 accumulators per thread, since the dequantised W tile is held in
-    registers beside them (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a)."""
+def qgemm_candidates(M: int, group: int, limits: Limits = INTERPRETER) -> tuple[triton.Config, ...]:
+    """Row blocks no taller than M needs, but no shorter than the target's big MMA takes (16 for
+    tl.dot; 64 on Blackwell, where 16/32-row tiles fall back from tcgen05 to mma.sync); grouped
+    formats use group-wide K tiles; at most MAX_ACC_PER_THREAD fp32 accumulators per thread (a warp
+    is ``limits.warp_size`` threads), since the dequantised W tile is held in registers beside them
+    (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a)."""
     configs = qgemm_configs()
-    m_cap = max(16, triton.next_power_of_2(M))
+    m_min = min_mma_rows(limits)
+    m_cap = max(m_min, triton.next_power_of_2(M))
     unique = {}
     for c in configs:
-        acc_per_thread = c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] // (32 * c.num_warps)
-        if c.kwargs["BLOCK_M"] > m_cap or acc_per_thread > MAX_ACC_PER_THREAD:
+        acc_per_thread = c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] // (limits.warp_size * c.num_warps)
+        if not m_min <= c.kwargs["BLOCK_M"] <= m_cap or acc_per_thread > MAX_ACC_PER_THREAD:
             continue
         kwargs = {**c.kwargs, "BLOCK_K": block_k_for(group, c.kwargs["BLOCK_K"])}
         key = (tuple(sorted(kwargs.items())), c.num_warps, c.num_stages)
@@ -82,7 +112,7 @@ def qgemm_candidates(M: int, group: int) -> tuple[triton.Config, ...]:
 def prune_qgemm_configs(configs, named_args, **kwargs):
     """The autotuner's pruner: an adapter over :func:`qgemm_candidates`."""
     args = {**named_args, **kwargs}
-    return list(qgemm_candidates(args["M"], args["QGROUP"]))
+    return list(qgemm_candidates(args["M"], args["QGROUP"], device_limits(args["x_ptr"].device)))
 
 
 @autotune(qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemm_configs)
@@ -131,6 +161,132 @@ def _qgemm_kernel(
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
 
 
+# ---------------------------------------------------------------------------------------------
+# The scaled variant: hardware block-scaled MMA (tl.dot_scaled)
+# ---------------------------------------------------------------------------------------------
+
+
+def qgemm_scaled_configs() -> list[triton.Config]:
+    """128-row tiles first (tcgen05's block-scaled MMA takes nothing shorter), K steps of 128–256 FP4
+    elements (64 bytes of packed W per row and more); shorter rows for gfx950 at small M."""
+    shapes = ((128, 128, 128, 8, 3), (128, 256, 128, 8, 3), (128, 128, 256, 8, 2), (128, 64, 128, 4, 4),
+              (64, 128, 128, 4, 3), (32, 128, 128, 4, 3), (16, 64, 128, 4, 2))
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
+            for bm, bn, bk, w, s in shapes]
+
+
+def scaled_smem_bytes(config: triton.Config, act_size: int, group: int) -> int:
+    """Pipeline buffers: the x tile as loaded (fp16/bf16), packed W and its scale bytes, per stage."""
+    k = config.kwargs
+    per_stage = k["BLOCK_M"] * k["BLOCK_K"] * act_size + k["BLOCK_N"] * (k["BLOCK_K"] // 2 + k["BLOCK_K"] // group)
+    return config.num_stages * per_stage
+
+
+def scaled_candidates(M: int, group: int, act_size: int, limits: Limits) -> tuple[triton.Config, ...]:
+    """Row blocks from the target's smallest block-scaled MMA (128 on Blackwell) up to what M needs;
+    at most MAX_X_PER_THREAD fp32 x values per thread (each K step quantises a [BLOCK_M, BLOCK_K] x
+    tile in registers; the accumulator lives in tensor memory on Blackwell); within shared memory."""
+    m_min = min_mma_rows(limits, scaled=True)
+    m_cap = max(m_min, triton.next_power_of_2(M))
+    kept = [c for c in qgemm_scaled_configs()
+            if m_min <= c.kwargs["BLOCK_M"] <= m_cap
+            and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_K"] <= MAX_X_PER_THREAD * limits.warp_size * c.num_warps
+            and scaled_smem_bytes(c, act_size, group) <= limits.smem_per_block]
+    return tuple(kept) or (min(qgemm_scaled_configs(), key=lambda c: scaled_smem_bytes(c, act_size, group)),)
+
+
+def prune_qgemm_scaled_configs(configs, named_args, **kwargs):
+    """The autotuner's pruner: an adapter over :func:`scaled_candidates` on x's device."""
+    args = {**named_args, **kwargs}
+    x = args["x_ptr"]
+    group = MX_BLOCK if args["FMT"] == QuantFormat.MXFP4.value else NVFP4_BLOCK
+    return list(scaled_candidates(args["M"], group, x.element_size(), device_limits(x.device)))
+
+
+@triton.jit
+def _e2m1_codes(v):
+    """fp32 → e2m1 codes (int32 0 … 15): nearest of ±{0, .5, 1, 1.5, 2, 3, 4, 6}, ties to the even
+    code, saturating at 6, the sign of ±0 kept (quant_formats.e2m1_encode)."""
+    m = tl.abs(v)
+    code = ((m > 0.25).to(tl.int32) + (m >= 0.75).to(tl.int32) + (m > 1.25).to(tl.int32)
+            + (m >= 1.75).to(tl.int32) + (m > 2.5).to(tl.int32) + (m >= 3.5).to(tl.int32) + (m > 5.0).to(tl.int32))
+    return code | ((v.to(tl.int32, bitcast=True) >> 28) & 0x8)
+
+
+@triton.jit
+def fp4_activation_tile(x, FMT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """x [BLOCK_M, BLOCK_K] fp32 → (packed e2m1 [BLOCK_M, BLOCK_K/2] uint8, scale bytes [BLOCK_M, BLOCK_K/G])
+    exactly as quant_formats.quantize_activations: per block of G, s = floor(log2 amax) − 2 clamped to
+    what the scale byte holds (E8M0 for mxfp4, G = 32; e4m3 for nvfp4, G = 16)."""
+    G: tl.constexpr = 32 if FMT == "mxfp4" else 16
+    LOW: tl.constexpr = -127 if FMT == "mxfp4" else -9
+    HIGH: tl.constexpr = 127 if FMT == "mxfp4" else 8
+    blocks = tl.reshape(x, (BLOCK_M, BLOCK_K // G, G))
+    amax = tl.max(tl.abs(blocks), axis=2)
+    biased = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF  # fp32 exponent field: floor(log2 amax) + 127
+    shared = tl.minimum(tl.maximum(biased - 129, LOW), HIGH)  # a zero or subnormal amax gets LOW
+    inverse = ((127 - shared) << 23).to(tl.float32, bitcast=True)  # 2^−s, a normal fp32
+    codes = tl.reshape(_e2m1_codes(blocks * inverse[:, :, None]), (BLOCK_M, BLOCK_K // 2, 2))
+    lo, hi = tl.split(codes)
+    packed = (lo | (hi << 4)).to(tl.uint8)
+    if FMT == "mxfp4":
+        scale = (shared + 127).to(tl.uint8)
+    else:  # 2^s as e4m3 (bias 7): normal for s ≥ −6, subnormal m·2^−9 below
+        scale = tl.where(shared >= -6, (shared + 7) << 3, 1 << tl.maximum(shared + 9, 0)).to(tl.uint8)
+    return packed, scale
+
+
+@autotune(qgemm_scaled_configs(), key=["M", "N", "K", "FMT"], prune=prune_qgemm_scaled_configs)
+@triton.jit
+def _qgemm_scaled_kernel(
+    x_ptr,  # in:  [M, K] fp16/bf16
+    w_ptr, s_ptr, t_ptr,  # in: packed e2m1 W [N, K/2] (uint8), block scales [K/G, N] (bytes), nvfp4 tensor scale
+    out_ptr,  # out: [M, N], x's dtype
+    M, N, K,
+    stride_xm, stride_wn, stride_sg, stride_om,
+    FMT: tl.constexpr,  # "mxfp4" (E8M0 scales per 32) or "nvfp4" (e4m3 scales per 16, fp32 tensor scale)
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """out[m, n] = t · Σ_k xq[m, k]·sx[m, k/G] · e2m1(W[n, k])·sw[k/G, n] (fp32), xq·sx = x on the e2m1 grid."""
+    G: tl.constexpr = 32 if FMT == "mxfp4" else 16
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * grid_n
+    first_m = (pid // width) * GROUP_M
+    rows_in_group = min(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % rows_in_group
+    pid_n = (pid % width) // rows_in_group
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for step in range(0, tl.cdiv(K, BLOCK_K)):
+        # K is a multiple of G, not of BLOCK_K: past K, x and W load as zeros (code 0, any scale)
+        offs_k = step * BLOCK_K + tl.arange(0, BLOCK_K)
+        x = tl.load(x_rows + offs_k[None, :], mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+        xq, xs = fp4_activation_tile(x.to(tl.float32), FMT, BLOCK_M, BLOCK_K)
+        offs_b = step * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
+        w = tl.load(w_rows + offs_b[None, :], mask=mask_n[:, None] & (offs_b < K // 2)[None, :], other=0)
+        offs_g = step * (BLOCK_K // G) + tl.arange(0, BLOCK_K // G)
+        ws = tl.load(s_ptr + offs_g[None, :] * stride_sg + offs_n[:, None],
+                     mask=mask_n[:, None] & (offs_g < K // G)[None, :], other=0)
+        if FMT == "nvfp4":
+            xs = xs.to(tl.float8e4nv, bitcast=True)
+            ws = ws.to(tl.float8e4nv, bitcast=True)
+        acc = tl.dot_scaled(xq, xs, "e2m1", tl.trans(w), ws, "e2m1", acc)
+    if FMT == "nvfp4":
+        acc *= tl.load(t_ptr)
+    out = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
 def check_linear(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None) -> torch.Tensor:
     """Validate x [M, K] against W [N, K]; return out [M, N] (allocated when None)."""
     if x.dim() != 2 or x.dtype not in (torch.float16, torch.bfloat16) or x.shape[1] != qw.k or x.stride(1) != 1:
@@ -147,17 +303,33 @@ def check_linear(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None)
     return out
 
 
-def qgemm(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x·Wᵀ with the tensor-core qgemm kernel (any M)."""
+def qgemm(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
+          variant: QGemmVariant | str | None = None) -> torch.Tensor:
+    """y = x·Wᵀ with the tensor-core qgemm kernel (any M), in ``variant`` (default: the target's,
+    :func:`qgemm_variant`). The scaled variant computes with x on the weight format's FP4 grid."""
     out = check_linear(x, qw, out)
+    chosen = qgemm_variant(qw.format, device_limits(x.device)) if variant is None else QGemmVariant(variant)
+    if chosen is QGemmVariant.SCALED and qw.format not in (QuantFormat.MXFP4, QuantFormat.NVFP4):
+        raise ValueError(f"the scaled qgemm variant takes mxfp4 or nvfp4 weights, got {qw.format.value}")
     m = x.shape[0]
     if m == 0:
         return out
     w, s, z, t, stride_wn, stride_sg, stride_zg = kernel_args(qw)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(qw.n, meta["BLOCK_N"]),)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(qw.n, meta["BLOCK_N"]),)  # noqa: E731
+    if chosen is QGemmVariant.SCALED:
+        _qgemm_scaled_kernel[grid](x, w, s, t, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, out.stride(0),
+                                   FMT=qw.format.value)
+        return out
     _qgemm_kernel[grid](x, w, s, z, t, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg,
-                        out.stride(0), FMT=qw.format.value, QGROUP=tile_group(qw))
+                        out.stride(0), FMT=kernel_format(qw), QGROUP=tile_group(qw))
     return out
+
+
+def last_config(fmt: QuantFormat | str, limits: Limits) -> str:
+    """Which variant and autotuned config the last ``qgemm`` call on this format and target ran."""
+    variant = qgemm_variant(fmt, limits)
+    kernel = _qgemm_scaled_kernel if variant is QGemmVariant.SCALED else _qgemm_kernel
+    return f"{variant.value} {describe(kernel.best_config)}"
 
 
 def qlinear_reference(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
@@ -171,13 +343,15 @@ def qlinear_reference(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
 
 
 def linear_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
-    """x ~ Normal(0, 1) [M, K], W ~ Normal(0, 1/K) quantized, so y stays O(1) for any K."""
+    """x ~ Normal(0, 1) [M, K], W ~ Normal(0, 1/K) quantized, so y stays O(1) for any K. For mxfp4 and
+    nvfp4, x is put on the format's FP4 grid (exact in fp16/bf16), so the scaled variant's in-register
+    quantisation of x loses nothing and every variant and baseline computes the same product."""
     dtype = case.dtype.torch
-    return {
-        "x": scaled_randn((case["M"], case["K"]), dtype=dtype, device=device, generator=gen),
-        "weight": quantized_weight(case, device, gen),
-        "out": poisoned((case["M"], case["N"]), dtype=dtype, device=device),
-    }
+    x = scaled_randn((case["M"], case["K"]), dtype=torch.float32, device=device, generator=gen)
+    weight = quantized_weight(case, device, gen)
+    if weight.format in (QuantFormat.MXFP4, QuantFormat.NVFP4):
+        x = activation_grid(x, weight.format)
+    return {"x": x.to(dtype), "weight": weight, "out": poisoned((case["M"], case["N"]), dtype=dtype, device=device)}
 
 
 def linear_bytes(case: Case) -> int:
@@ -235,12 +409,14 @@ LINEAR_TOLERANCE = {DType.FP16: 2e-3, DType.BF16: 1.6e-2}
 
 def _build_triton(inputs: Inputs, case: Case) -> Launch:
     x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
-    return Launch(run=lambda: qgemm(x, qw, out), config=lambda: describe(_qgemm_kernel.best_config))
+    limits = device_limits(x.device)
+    return Launch(run=lambda: qgemm(x, qw, out), config=lambda: last_config(qw.format, limits))
 
 
 def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
-    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
-    return launch_spaces(lambda: qgemm(x, qw), {"qgemm": _qgemm_kernel}, limits)
+    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case, limits)
+    kernels = {"qgemm": _qgemm_kernel, QGemmVariant.SCALED.value: _qgemm_scaled_kernel}
+    return launch_spaces(lambda: qgemm(x, qw), kernels, limits)
 
 
 QGEMM = KernelSpec(
@@ -248,8 +424,9 @@ QGEMM = KernelSpec(
     summary="y = x·Wᵀ, W quantized (int8/int4/fp8/mxfp4/nvfp4), dequantised in registers, tl.dot, any M",
     axes=LINEAR_AXES + (Axis("M", int, 16, "batch (rows of x)", minimum=1), N_AXIS, K_AXIS),
     dtypes=QUANT_DTYPES,
-    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights", skip=_triton_skip,
-                candidates=_candidates),)
+    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights; block-scaled FP4 "
+                "MMA (tl.dot_scaled, x on the FP4 grid) for mxfp4/nvfp4 on Blackwell and mxfp4 on gfx950",
+                skip=_triton_skip, candidates=_candidates),)
     + BASELINES,
     make_inputs=linear_inputs,
     reference=lambda inputs, case: qlinear_reference(inputs["x"], inputs["weight"]),

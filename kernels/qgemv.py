@@ -33,6 +33,7 @@ from kernels.dequant import (
     tile_group,
     block_k_for,
     kernel_args,
+    kernel_format,
     meta_weight,
     quant_skip,
     triton_fp8_skip,
@@ -101,7 +102,7 @@ def qgemv_candidates(block_m: int, n: int, k: int, group: int, fmt: str,
         bn, bk, warps = c.kwargs["BLOCK_N"], block_k_for(group, c.kwargs["BLOCK_K"]), c.num_warps
         if not group and bk > max(256, triton.next_power_of_2(k)):
             continue  # mostly masked lanes
-        threads = 32 * warps
+        threads = limits.warp_size * warps  # 64-wide wavefronts on AMD CDNA
         if block_m == 1:
             live = 2 * bn * bk / threads  # the fp32 lanes and the decoded tile
         else:
@@ -237,12 +238,12 @@ def qgemv(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
     args = (x, w, s, z, t, out, part, count, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg, out.stride(0))
     grid = lambda meta: (triton.cdiv(qw.n, meta["BLOCK_N"]), meta["SPLIT_K"])
     if config is None:
-        _qgemv_kernel[grid](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m)
+        _qgemv_kernel[grid](*args, FMT=kernel_format(qw), QGROUP=group, BLOCK_M=block_m)
     else:
         if config.block_n < MIN_BLOCK_N:
             raise ValueError(f"block_n must be ≥ {MIN_BLOCK_N}, got {config.block_n}")
         meta = {"BLOCK_N": config.block_n, "BLOCK_K": block_k_for(group, config.block_k), "SPLIT_K": split}
-        _qgemv_kernel.fn[grid(meta)](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m, **meta,
+        _qgemv_kernel.fn[grid(meta)](*args, FMT=kernel_format(qw), QGROUP=group, BLOCK_M=block_m, **meta,
                                      num_warps=config.num_warps, num_stages=config.num_stages)
     return out
 
@@ -260,7 +261,7 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
 
 
 def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
-    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
+    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case, limits)
     try:
         return launch_spaces(lambda: qgemv(x, qw), {"qgemv": _qgemv_kernel}, limits)
     finally:
