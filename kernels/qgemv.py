@@ -51,6 +51,7 @@ from kernels.qgemm import (
 from kernels.quant_formats import QuantizedWeight
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch, TuneSpace
+from kernels.targets import TMEM_COLUMNS, is_blackwell, min_mma_rows
 from kernels.tuning import Limits, autotune, describe, device_limits
 
 MAX_M = 64
@@ -58,6 +59,8 @@ SPLIT_MAX = 8
 MIN_BLOCK_N = 16  # tl.dot's minimum; also sizes the split-K counters
 MIN_BLOCK_M_DOT = 16  # x rows are padded to this for tl.dot (M ≥ 2)
 INTERPRETER_SMS = 4  # small, so the interpreter's small test shapes still split K
+LIVE_PER_THREAD = 128  # fp32 values a thread holds (lanes or decoded tile and accumulator): more spill on sm_90a
+BLACKWELL_LIVE_PER_THREAD = 80  # sm_100a's ptxas spilled 8 B at 128 (nvfp4 M=1) and at 96 (mxfp4 M=64)
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,16 @@ def split_for(n: int, k: int, block_n: int, block_k: int, sms: int) -> int:
 
 def qgemv_candidates(block_m: int, n: int, k: int, group: int, fmt: str,
                      limits: Limits) -> tuple[triton.Config, ...]:
-    """Group-wide K tiles for grouped formats, a register budget per M path, a split-K per config,
-    and weight tiles of ≥ 16 bytes per thread, so every thread streams W in 16-byte loads (tiles
-    with less compiled to 8-, 4- or 1-byte loads on sm_90a); when no tile in the budget is that
-    large (small groups), the ones with the most bytes per thread."""
+    """Group-wide K tiles for grouped formats, a register budget per M path (threads counted by
+    ``limits.warp_size``), a split-K per config, and weight tiles of ≥ 16 bytes per thread, so every
+    thread streams W in 16-byte loads (tiles with less compiled to 8-, 4- or 1-byte loads on sm_90a);
+    when no tile in the budget is that large (small groups), the ones with the most bytes per thread.
+    The dot path's operands fit the device's shared memory (LDS); on Blackwell the register budget is
+    tighter and a tcgen05 dot (BLOCK_M ≥ 64) takes K tiles ≤ TMEM_COLUMNS."""
     sms = INTERPRETER_SMS if limits.interpret else limits.sm_count
     bits = 8 if fmt in ("int8", "fp8") else 4  # the 4-bit formats pack two codes per byte
+    live_budget = BLACKWELL_LIVE_PER_THREAD if is_blackwell(limits) else LIVE_PER_THREAD
+    tcgen05 = block_m >= min_mma_rows(limits) and is_blackwell(limits)
     kept = {}
     for c in qgemv_configs():
         bn, bk, warps = c.kwargs["BLOCK_N"], block_k_for(group, c.kwargs["BLOCK_K"]), c.num_warps
@@ -107,8 +114,12 @@ def qgemv_candidates(block_m: int, n: int, k: int, group: int, fmt: str,
             live = 2 * bn * bk / threads  # the fp32 lanes and the decoded tile
         else:
             live = (bn * bk + block_m * bn) / threads  # the decoded tile and the accumulator
-        if live > 128:
+        if live > live_budget:
             continue  # fp32 values per thread: beyond this they spill
+        if block_m > 1 and 2 * (block_m + bn) * bk > limits.smem_per_block:
+            continue  # tl.dot stages x and the decoded W in shared memory (16-bit): MI300X has 64 KiB of LDS
+        if tcgen05 and bk > TMEM_COLUMNS:
+            continue  # tcgen05 keeps x's [BLOCK_M, BLOCK_K] tile in tensor memory: 1024 columns fail to compile
         tile = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, bn, bk, sms)}
         per_thread = min(16, bn * bk * bits // 8 // threads)  # W bytes a thread loads per step (16: enough)
         kept.setdefault((bn, bk, warps), (per_thread, triton.Config(tile, num_warps=warps, num_stages=c.num_stages)))

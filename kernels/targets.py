@@ -32,6 +32,7 @@ AMD_WAVEFRONT = 64
 CDNA_ARCHS = {(9, 4): "gfx942", (9, 5): "gfx950"}  # torch-on-ROCm capability -> gfx target
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e4m3fnuz: 240.0}  # largest finite value per fp8 dtype
 FP8_DTYPES = tuple(FP8_MAX)
+TMEM_COLUMNS = 512  # Blackwell tensor memory per SM: 128 lanes × 512 32-bit columns
 
 
 class Vendor(str, Enum):
@@ -63,6 +64,14 @@ def has_tma(limits: Limits) -> bool:
 def fp8_dtype(limits: Limits) -> torch.dtype:
     """The e4m3 flavour the target's fp8 units take: e4m3fnuz on gfx942, OCP e4m3fn elsewhere."""
     return torch.float8_e4m3fnuz if cdna_arch(limits) == "gfx942" else torch.float8_e4m3fn
+
+
+def dot_precision(limits: Limits) -> str:
+    """tl.dot's input_precision for fp32 operands: tf32 where the target has it (NVIDIA, gfx942's
+    xf32); gfx950 has none and Triton refuses "tf32" there, so three bf16 passes (bf16x3, ≈ tf32)."""
+    if vendor(limits) is Vendor.AMD and cdna_arch(limits) != "gfx942":
+        return "bf16x3"
+    return "tf32"
 
 
 def scaled_mma_formats(limits: Limits) -> frozenset[str]:

@@ -18,17 +18,10 @@ import triton.language as tl
 
 from kernels.check import check_point
 from kernels.dequant import DEQUANT, dequant, kernel_format
-from kernels.gemm import GEMM, GemmVariant, gemm_candidates, gemm_variant, tma_eligible
+from kernels.gemm import GEMM, GemmVariant, gemm_candidates, gemm_variant, shared_memory_bytes, tma_eligible
 from kernels.gemm_fp8 import quantize_rowwise
-from kernels.qgemm import (
-    QGEMM,
-    QGemmVariant,
-    fp4_activation_tile,
-    qgemm,
-    qgemm_candidates,
-    qgemm_variant,
-    scaled_candidates,
-)
+from kernels.qgemm import QGEMM, QGemmVariant, qgemm, qgemm_candidates, qgemm_variant
+from kernels.qgemm_scaled import fp4_activation_tile, scaled_candidates
 from kernels.qgemv import qgemv_candidates
 from kernels.quant_formats import (
     activation_grid,
@@ -37,7 +30,7 @@ from kernels.quant_formats import (
     quantize_activations,
 )
 from kernels.spec import relative_error
-from kernels.targets import cdna_arch, fp8_dtype, has_tma, is_blackwell
+from kernels.targets import cdna_arch, dot_precision, fp8_dtype, has_tma, is_blackwell
 from kernels.tuning import HOPPER, INTERPRETER, Limits, describe, pinned_limits
 
 B200 = Limits(sm_count=148, smem_per_block=232_448, registers_per_sm=65_536, capability=(10, 0))
@@ -112,13 +105,18 @@ def test_scaled_variant_refuses_other_formats():
 
 def test_blackwell_pruners_keep_tcgen05_shapes():
     for m in (1, 16, 33):
-        assert {c.kwargs["BLOCK_M"] for c in gemm_candidates(m, 4096, 4096, 1, 2, False, B200)} >= {64}
         assert min(c.kwargs["BLOCK_M"] for c in gemm_candidates(m, 4096, 4096, 1, 2, False, B200)) >= 64
         assert min(c.kwargs["BLOCK_M"] for c in qgemm_candidates(m, 32, B200)) >= 64
         assert {c.kwargs["BLOCK_M"] for c in scaled_candidates(m, 32, 2, B200)} == {128}
         # Hopper keeps its skinny tiles, and gfx950's scaled MFMA takes 32 rows
         assert min(c.kwargs["BLOCK_M"] for c in gemm_candidates(m, 4096, 4096, 1, 2, False, HOPPER)) <= 32
         assert min(c.kwargs["BLOCK_M"] for c in scaled_candidates(m, 32, 2, MI355X)) <= 32
+    # the persistent TMA kernel takes tcgen05's full 128 rows (64-row tiles spilled on sm_100a)
+    assert min(c.kwargs["BLOCK_M"] for c in gemm_candidates(4096, 4096, 4096, 2, 2, True, B200)) == 128
+    assert min(c.kwargs["BLOCK_M"] for c in gemm_candidates(4096, 4096, 4096, 2, 2, True, HOPPER)) == 64
+    # qgemv's tcgen05 dot (BLOCK_M 64) keeps x's tile in tensor memory: K tiles of 1024 failed to compile
+    assert max(c.kwargs["BLOCK_K"] for c in qgemv_candidates(64, 4096, 4096, 0, "int8", B200)) <= 512
+    assert max(c.kwargs["BLOCK_K"] for c in qgemv_candidates(64, 4096, 4096, 0, "int8", HOPPER)) == 1024
 
 
 def test_pruners_count_threads_by_the_warp_size():
@@ -131,6 +129,29 @@ def test_pruners_count_threads_by_the_warp_size():
     # qgemv keeps the tiles with the most weight bytes per thread: a wider warp changes which
     assert set(map(describe, qgemv_candidates(16, 4096, 4096, 0, "int8", HOPPER))) != \
         set(map(describe, qgemv_candidates(16, 4096, 4096, 0, "int8", wide)))
+
+
+def test_qgemv_dot_tiles_fit_amd_lds():
+    """MI300X has 64 KiB of LDS: an fp8 M=64 tile of 1024 K columns compiled to 128 KiB on gfx942."""
+    for block_m in (16, 64):
+        for limits in (MI300X, HOPPER):
+            for c in qgemv_candidates(block_m, 4096, 4096, 0, "fp8", limits):
+                assert 2 * (block_m + c.kwargs["BLOCK_N"]) * c.kwargs["BLOCK_K"] <= limits.smem_per_block
+    assert max(c.kwargs["BLOCK_K"] for c in qgemv_candidates(64, 4096, 4096, 0, "fp8", HOPPER)) == 1024
+
+
+def test_gemm_tiles_fit_amd_lds():
+    """When no tile of the list fits (fp32 on MI300X's 64 KiB), the smallest loses pipeline stages until it does."""
+    for M in (16, 4096):
+        for in_size in (1, 2, 4):
+            for limits in (MI300X, MI355X, HOPPER):
+                for c in gemm_candidates(M, 4096, 4096, in_size, min(in_size * 2, 4), False, limits):
+                    assert shared_memory_bytes(c, in_size, min(in_size * 2, 4), False) <= limits.smem_per_block
+    assert min(c.num_stages for c in gemm_candidates(16, 4096, 4096, 4, 4, False, MI300X)) < 4
+
+
+def test_fp32_dot_precision_by_target():
+    assert [dot_precision(t) for t in (HOPPER, B200, MI300X, MI355X)] == ["tf32", "tf32", "tf32", "bf16x3"]
 
 
 def test_no_tma_on_amd():
@@ -277,6 +298,7 @@ COMPILE_JOBS = {
     "mxfp4 gfx950": ("qgemm", "fp16", dict(format="mxfp4", group_size=32, M=64, N=256, K=512), "gfx950"),
     "fp8 gemm gfx942": ("gemm", "fp8", dict(M=64, N=256, K=512), "gfx942"),
     "fp8 gemm sm_100a": ("gemm", "fp8", dict(M=16, N=256, K=512), "sm_100a"),  # skinny: 64-row tiles kept
+    "fp32 gemm gfx950": ("gemm", "fp32", dict(M=64, N=256, K=512), "gfx950"),  # no tf32 there: bf16x3
 }
 
 
@@ -384,3 +406,8 @@ def test_gfx942_fp8_gemm_compiles_to_fp8_mfma(compiled):
 def test_blackwell_fp8_gemm_compiles_to_tcgen05_at_small_m(compiled):
     name, mma = _result(compiled, "fp8 gemm sm_100a")
     assert name == GemmVariant.TILED.value and "tcgen05.mma" in mma and "kind::f8f6f4" in mma, mma
+
+
+def test_gfx950_fp32_gemm_compiles_without_tf32(compiled):
+    name, mma = _result(compiled, "fp32 gemm gfx950")
+    assert name == GemmVariant.TILED.value and "v_mfma_f32" in mma and "bf16" in mma, mma
