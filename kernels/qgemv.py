@@ -12,6 +12,10 @@ The inner product depends on M:
   The tensor cores idle at these batches anyway; a CUDA-core broadcast product [M, BLOCK_N,
   BLOCK_K] needed so many registers that only tiles too small for 16-byte weight loads fit.
 
+Every target runs this one variant (no block-scaled MMA as in qgemm's: at these batches the matrix
+units idle and the weight stream sets the time); the pruner sizes tiles by the target's warp size,
+shared memory and, on Blackwell, tensor memory.
+
 With SPLIT_K > 1 each program writes an fp32 partial and bumps a per-column-block counter; the last
 split to finish sums the partials and writes y. One launch, no memset: the counter resets itself.
 """
