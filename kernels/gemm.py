@@ -3,9 +3,10 @@
 x: [M, K], W: [N, K] like ``nn.Linear.weight`` (or any strides, e.g. the transposed view of a
 [K, N] buffer), y: [M, N]. fp16/bf16 accumulate in fp32; fp32 runs on tensor cores as tf32
 (``input_precision="tf32"``, or bf16x3 on gfx950, which has no tf32: kernels.targets.dot_precision;
-the torch baseline is switched to tf32 as well so the two are comparable); fp8 e4m3 takes per-row scales for x and per-output-channel scales for W and writes
-bf16, with the fp8 tensor-core partial sums promoted to fp32 every BLOCK_K (like cuBLAS without
-fast accumulation).
+the torch baseline is switched to tf32 as well so the two are comparable); fp8 e4m3 (e4m3fnuz on
+gfx942) takes per-row scales for x and per-output-channel scales for W and writes bf16, with the
+fp8 tensor-core partial sums promoted to fp32 every BLOCK_K (like cuBLAS without fast accumulation).
+On Blackwell the pruner keeps tcgen05 tile shapes (kernels.targets.min_mma_rows).
 
 Two variants: ``tiled`` (pointer loads, the path the interpreter tests, any strides) and
 ``tma`` (persistent, host TensorDescriptors; Hopper+, unit inner strides, 16-byte aligned rows).
