@@ -7,7 +7,8 @@ fp32 arithmetic that reproduces the reference dequantizer bit for bit:
 - int8: the byte u = q mod 256 becomes q through the float trick (2²³ + (u ^ 0x80)) − (2²³ + 128)
   (a LOP3 and an FADD instead of a slow int→float conversion);
 - int4: (2²³ + q) − (2²³ + z) = q − z the same way, then × the group's fp16 scale;
-- fp8: uint8 → bitcast to e4m3 → fp16 → fp32 (exact), then × the fp32 channel scale;
+- fp8: uint8 → bitcast to e4m3 → fp16 → fp32 (exact), then × the fp32 channel scale (AMD gfx942's
+  e4m3fnuz weights decode as FMT "fp8_fnuz", :func:`kernel_format`);
 - mxfp4: the nibble s e1 e0 m placed at fp16 bits 15 | 11–10 | 9 is the e2m1 value × 2⁻¹⁴ (e = 0
   lands on fp16 subnormals, which is exactly e2m1's subnormal), then × 2¹⁴ × 2^(E − 127), with the
   E8M0 scale built from bits (E = 0 → fp32 subnormal 2⁻¹²⁷, 255 → NaN);
@@ -52,7 +53,8 @@ from kernels.spec import (
     poisoned,
     scaled_randn,
 )
-from kernels.tuning import Limits, autotune, describe
+from kernels.targets import fp8_dtype
+from kernels.tuning import Limits, autotune, describe, device_limits
 
 # ---------------------------------------------------------------------------------------------
 # Decode helpers (shared with kernels/qgemv.py and kernels/qgemm.py)
@@ -106,12 +108,14 @@ def decode_tile(
         block = _fp16_bits_to_fp32(((e & 0x80) << 8) | ((e & 0x7F) << 7))  # e4m3 × 2⁻⁸
         block = tl.reshape(tl.broadcast_to(block[:, :, None], (BLOCK_N, BLOCK_K // 16, 16)), (BLOCK_N, BLOCK_K))
         raw = values * block * 4194304.0  # 2¹⁴ · 2⁸: exact, the scales were powers of two
-    elif FMT == "int8" or FMT == "fp8":
+    elif FMT == "int8" or FMT == "fp8" or FMT == "fp8_fnuz":
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask = mask_n[:, None] & (offs_k < K)[None, :]
         b = tl.load(w_ptr + rows + offs_k[None, :], mask=mask, other=0)
         if FMT == "int8":
             raw = ((b.to(tl.int32) ^ 0x80) | 0x4B000000).to(tl.float32, bitcast=True) - 8388736.0
+        elif FMT == "fp8_fnuz":
+            raw = b.to(tl.float8e4b8, bitcast=True).to(tl.float16).to(tl.float32)
         else:
             raw = b.to(tl.float8e4nv, bitcast=True).to(tl.float16).to(tl.float32)
     else:
@@ -166,6 +170,13 @@ def kernel_args(qw: QuantizedWeight) -> tuple:
     stride_zg = qw.zeros.stride(0) if qw.zeros is not None else 0
     weights = qw.qweight.view(torch.uint8)
     return weights, scales, zeros, tensor_scale, weights.stride(0), stride_sg, stride_zg
+
+
+def kernel_format(qw: QuantizedWeight) -> str:
+    """The kernels' FMT: the format's name, except "fp8_fnuz" for AMD gfx942's e4m3fnuz fp8 weights."""
+    if qw.format is QuantFormat.FP8 and qw.qweight.dtype == torch.float8_e4m3fnuz:
+        return "fp8_fnuz"
+    return qw.format.value
 
 
 def tile_group(qw: QuantizedWeight) -> int:
@@ -246,7 +257,7 @@ def dequant(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, out: torch.
     w, s, z, t, stride_wn, stride_sg, stride_zg = kernel_args(qw)
     grid = lambda meta: (triton.cdiv(qw.n, meta["BLOCK_N"]), triton.cdiv(qw.k, meta["BLOCK_K"]))
     _dequant_kernel[grid](w, s, z, t, out, qw.n, qw.k, stride_wn, stride_sg, stride_zg, out.stride(0),
-                          FMT=qw.format.value, QGROUP=tile_group(qw))
+                          FMT=kernel_format(qw), QGROUP=tile_group(qw))
     return out
 
 
@@ -288,9 +299,10 @@ def triton_fp8_skip(case: Case, caps: DeviceCaps) -> str | None:
 
 
 def quantized_weight(case: Case, device: torch.device, gen: torch.Generator) -> QuantizedWeight:
-    """W ~ Normal(0, 1/K), quantized by the reference quantizer (set-up, never timed)."""
+    """W ~ Normal(0, 1/K), quantized by the reference quantizer (set-up, never timed); fp8 in the
+    e4m3 flavour of the device's target."""
     weight = scaled_randn((case["N"], case["K"]), dtype=torch.float32, device=device, generator=gen, fan_in=case["K"])
-    return quantize(weight, case["format"], group_of(case))
+    return quantize(weight, case["format"], group_of(case), fp8_dtype=fp8_dtype(device_limits(device)))
 
 
 def _grouped_shape(case: Case) -> tuple[int, int, int | None]:
@@ -336,16 +348,18 @@ def _dequant_inputs(case: Case, device: torch.device, gen: torch.Generator) -> I
     }
 
 
-def meta_weight(case: Case) -> QuantizedWeight:
-    """The case's quantized weight as ``meta`` tensors: its layout, no memory (for kernels.spaces)."""
+def meta_weight(case: Case, limits: Limits | None = None) -> QuantizedWeight:
+    """The case's quantized weight as ``meta`` tensors: its layout, no memory (for kernels.spaces);
+    fp8 in the e4m3 flavour of ``limits``' target (None: OCP e4m3fn)."""
     fmt, group = QuantFormat(case["format"]), group_of(case)
-    layout = quant_formats._layout(fmt, case["N"], case["K"], group)  # the tensors a weight of this shape holds
+    fp8 = fp8_dtype(limits) if limits is not None else torch.float8_e4m3fn
+    layout = quant_formats._layout(fmt, case["N"], case["K"], group, fp8)  # the tensors a weight of this shape holds
     tensors = {name: meta(shape, dtype) for name, (shape, dtype) in layout.items()}
     return QuantizedWeight(fmt, group, case["N"], case["K"], **tensors)
 
 
 def _dequant_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
-    qw = meta_weight(case)
+    qw = meta_weight(case, limits)
     return launch_spaces(lambda: dequant(qw, case.dtype.torch), {"dequant": _dequant_kernel}, limits)
 
 

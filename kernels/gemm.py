@@ -2,10 +2,11 @@
 
 x: [M, K], W: [N, K] like ``nn.Linear.weight`` (or any strides, e.g. the transposed view of a
 [K, N] buffer), y: [M, N]. fp16/bf16 accumulate in fp32; fp32 runs on tensor cores as tf32
-(``input_precision="tf32"``; the torch baseline is switched to tf32 as well so the two are
-comparable); fp8 e4m3 takes per-row scales for x and per-output-channel scales for W and writes
-bf16, with the fp8 tensor-core partial sums promoted to fp32 every BLOCK_K (like cuBLAS without
-fast accumulation).
+(``input_precision="tf32"``, or bf16x3 on gfx950, which has no tf32: kernels.targets.dot_precision;
+the torch baseline is switched to tf32 as well so the two are comparable); fp8 e4m3 (e4m3fnuz on
+gfx942) takes per-row scales for x and per-output-channel scales for W and writes bf16, with the
+fp8 tensor-core partial sums promoted to fp32 every BLOCK_K (like cuBLAS without fast accumulation).
+On Blackwell the pruner keeps tcgen05 tile shapes (kernels.targets.min_mma_rows).
 
 Two variants: ``tiled`` (pointer loads, the path the interpreter tests, any strides) and
 ``tma`` (persistent, host TensorDescriptors; Hopper+, unit inner strides, 16-byte aligned rows).
@@ -39,6 +40,7 @@ from kernels.linear import (
 )
 from kernels.spec import Case, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace
 from kernels.spaces import launch_spaces
+from kernels.targets import dot_precision, has_tma, is_blackwell, min_mma_rows
 from kernels.tuning import Limits, autotune, describe, device_limits
 
 GROUP_M = 8  # row tiles that share one W column tile while it is hot in L2
@@ -111,12 +113,14 @@ def gemm_candidates(M: int, N: int, K: int, in_size: int, out_size: int, tma: bo
     """The configs worth timing: tiles that fit the problem (no block far beyond M, N, K), the
     device's shared memory and the registers: at most TIGHT_ACC_PER_THREAD fp32 accumulators per
     thread where the K loop needs more than the accumulator — fp8's promotion every BLOCK_K keeps a
-    second one, a ragged K its masks (128 per thread spilled 104–632 B on sm_90a)."""
+    second one, a ragged K its masks (128 per thread spilled 104–632 B on sm_90a); a warp is
+    ``limits.warp_size`` threads (64 on AMD CDNA); on Blackwell, row blocks of 64 and more."""
     configs = gemm_tma_configs() if tma else gemm_configs()
 
     def roomy(c: triton.Config) -> bool:
         tight = in_size == 1 or K % c.kwargs["BLOCK_K"] != 0
-        return not tight or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= TIGHT_ACC_PER_THREAD * 32 * c.num_warps
+        threads = limits.warp_size * c.num_warps
+        return not tight or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= TIGHT_ACC_PER_THREAD * threads
 
     useful = [
         c for c in configs
@@ -125,11 +129,31 @@ def gemm_candidates(M: int, N: int, K: int, in_size: int, out_size: int, tma: bo
         and c.kwargs["BLOCK_K"] <= max(64, triton.next_power_of_2(K))
     ] or configs
     useful = [c for c in useful if roomy(c)] or useful
+    # Blackwell: tiles shorter than 64 rows miss tcgen05 (mma.sync instead, fp8 even upcast to fp16);
+    # the persistent TMA kernel takes tcgen05's full 128 rows (64 × 128 × 128, 4 warps, spilled 8 B on sm_100a)
+    rows = max(min_mma_rows(limits), 128 if tma and is_blackwell(limits) else 0)
+    useful = [c for c in useful if c.kwargs["BLOCK_M"] >= rows] or useful
     if K % 16:  # Triton cannot prove 16-byte aligned rows (it needs K % 16 == 0): element loads
-        loaded = lambda c: c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"]) // (32 * c.num_warps)  # noqa: E731
+        loaded = lambda c: (c.kwargs["BLOCK_K"] * (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"])  # noqa: E731
+                            // (limits.warp_size * c.num_warps))
         useful = [c for c in useful if loaded(c) <= UNALIGNED_LOADS_PER_THREAD] or [min(useful, key=loaded)]
     smem = functools.partial(shared_memory_bytes, in_size=in_size, out_size=out_size, tma=tma)
-    return tuple(c for c in useful if smem(c) <= limits.smem_per_block) or (min(useful, key=smem),)
+    fitting = tuple(c for c in useful if smem(c) <= limits.smem_per_block)
+    return fitting or (_fewer_stages(min(useful, key=smem), smem, limits.smem_per_block),)
+
+
+def _fewer_stages(config: triton.Config, smem, limit: int) -> triton.Config:
+    """``config`` with as many pipeline stages as fit ``limit`` (at least one): the fallback when no
+    tile fits, e.g. fp32 on MI300X's 64 KiB of LDS (4 stages of 16 × 64 × 128 compiled to 120 KiB)."""
+    stages = config.num_stages
+    while stages > 1 and smem(_with_stages(config, stages)) > limit:
+        stages -= 1
+    return _with_stages(config, stages)
+
+
+def _with_stages(config: triton.Config, stages: int) -> triton.Config:
+    return triton.Config(dict(config.kwargs), num_warps=config.num_warps, num_stages=stages,
+                         pre_hook=config.pre_hook)
 
 
 def _prune(named_args, tma: bool):
@@ -170,6 +194,7 @@ def _gemm_kernel(
     HAS_SCALES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr,
+    PRECISION: tl.constexpr = "tf32",  # fp32 operands' input_precision on this target (dot_precision)
 ):
     """y[m, n] = Σ_k x[m, k]·W[n, k] (·sx[m]·sw[n] for fp8) for one BLOCK_M×BLOCK_N tile.
 
@@ -197,7 +222,7 @@ def _gemm_kernel(
         if HAS_SCALES:  # fp8: promote tensor-core partial sums to the fp32 accumulator every BLOCK_K
             acc = tl.dot(x, w, acc, max_num_imprecise_acc=BLOCK_K)
         else:
-            acc = tl.dot(x, w, acc, input_precision="tf32")
+            acc = tl.dot(x, w, acc, input_precision=PRECISION)
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
     if HAS_SCALES:
@@ -217,6 +242,7 @@ def _gemm_tma_kernel(
     HAS_SCALES: tl.constexpr, DTYPE_KEY: tl.constexpr,  # DTYPE_KEY: autotune key only, e.g. "torch.float16"
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr,
+    PRECISION: tl.constexpr = "tf32",  # fp32 operands' input_precision on this target (dot_precision)
 ):
     """Persistent y = x·Wᵀ: NUM_SMS programs stride over the tiles in grouped order; TMA zero-fills
     loads past the edges and clips the stores, so no masks are needed."""
@@ -234,7 +260,7 @@ def _gemm_tma_kernel(
             if HAS_SCALES:
                 acc = tl.dot(x, tl.trans(w), acc, max_num_imprecise_acc=BLOCK_K)
             else:
-                acc = tl.dot(x, tl.trans(w), acc, input_precision="tf32")
+                acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
         if HAS_SCALES:
             offs_m = off_m + tl.arange(0, BLOCK_M)
             offs_n = off_n + tl.arange(0, BLOCK_N)
@@ -252,9 +278,8 @@ def _rows_tma_ready(t: torch.Tensor) -> bool:
 
 
 def tma_eligible(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> bool:
-    """TMA needs a Hopper+ GPU (not the interpreter), unit inner strides and 16-byte aligned rows."""
-    capability = device_limits(x.device).capability
-    if capability is None or capability < (9, 0):
+    """TMA needs an NVIDIA Hopper+ GPU (not the interpreter, not AMD), unit inner strides and 16-byte aligned rows."""
+    if not has_tma(device_limits(x.device)):
         return False
     return all(_rows_tma_ready(t) for t in (x, w, out))
 
@@ -294,17 +319,19 @@ def gemm(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None, *,
     if K == 0:
         return out.zero_()
     has_scales = x_scale is not None
+    precision = dot_precision(device_limits(x.device))
     tiles = lambda meta: triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])  # noqa: E731
     if variant is GemmVariant.TILED:
         args = (x, w, x_scale, w_scale, out, M, N, K, *x.stride(), *w.stride(), *out.stride(), has_scales)
-        _launch(_gemm_kernel, lambda meta: (tiles(meta),), args, config)
+        _launch(_gemm_kernel, lambda meta: (tiles(meta),), args, config, PRECISION=precision)
         return out
     from triton.tools.tensor_descriptor import TensorDescriptor  # host TMA descriptors (triton >= 3.4)
 
     num_sms = device_limits(x.device).sm_count
     x_desc, w_desc, y_desc = (TensorDescriptor.from_tensor(t, [1, 1]) for t in (x, w, out))  # pre-hook sets blocks
     args = (x_desc, w_desc, x_scale, w_scale, y_desc, M, N, K, has_scales, str(x.dtype))
-    _launch(_gemm_tma_kernel, lambda meta: (min(num_sms, tiles(meta)),), args, config, NUM_SMS=num_sms)
+    _launch(_gemm_tma_kernel, lambda meta: (min(num_sms, tiles(meta)),), args, config, NUM_SMS=num_sms,
+            PRECISION=precision)
     return out
 
 
@@ -321,7 +348,7 @@ def last_config(variant: GemmVariant) -> str:
 
 def _gemm_candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
     """The variant a case launches on ``limits`` and the configs its autotuner keeps."""
-    o = meta_linear_operands(case)
+    o = meta_linear_operands(case, limits)
     launch = lambda: gemm(o["x"], o["w"], o["out"], x_scale=o["x_scale"], w_scale=o["w_scale"])  # noqa: E731
     kernels = {GemmVariant.TILED.value: _gemm_kernel, GemmVariant.TMA.value: _gemm_tma_kernel}
     return launch_spaces(launch, kernels, limits)

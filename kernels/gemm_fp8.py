@@ -3,6 +3,8 @@
 Scaling is per row of x ([M] fp32) and per output channel, i.e. per row of W ([N] fp32):
 y[m, n] = sx[m]·sw[n]·Σ_k xq[m, k]·wq[n, k], written as bf16. fp8 needs sm_89+ and cannot run
 under the interpreter; W must be K-major, as fp8 tensor cores (and cuBLAS's fp8 "TN" GEMM) need.
+The e4m3 flavour is the target's (kernels.targets.fp8_dtype): e4m3fnuz (max 240) on AMD gfx942,
+OCP e4m3fn (max 448) elsewhere; Triton's tl.dot takes either as it comes.
 """
 
 from __future__ import annotations
@@ -10,14 +12,22 @@ from __future__ import annotations
 import torch
 
 from kernels.spec import Case, DeviceCaps, DType, Inputs, Launch
+from kernels.targets import FP8_MAX as FP8_MAXIMA
+from kernels.targets import fp8_dtype
+from kernels.tuning import device_limits
 
 FP8_MAX = 448.0  # largest finite e4m3fn value
 
 
-def quantize_rowwise(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """e4m3 values and fp32 per-row scales (each row's amax maps to 448): values ≈ q·scale[:, None]."""
-    scale = values.abs().amax(dim=1).float().clamp(min=1e-12) / FP8_MAX
-    quantized = (values.float() / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+def quantize_rowwise(values: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 values and fp32 per-row scales (each row's amax maps to the dtype's largest value):
+    values ≈ q·scale[:, None]. ``dtype``: e4m3fn or e4m3fnuz; None: the flavour of the values' device."""
+    dtype = fp8_dtype(device_limits(values.device)) if dtype is None else dtype
+    if dtype not in FP8_MAXIMA:
+        raise ValueError(f"fp8 dtype must be one of {', '.join(map(str, FP8_MAXIMA))}, got {dtype}")
+    top = FP8_MAXIMA[dtype]
+    scale = values.abs().amax(dim=1).float().clamp(min=1e-12) / top
+    quantized = (values.float() / scale[:, None]).clamp(-top, top).to(dtype)
     return quantized, scale
 
 

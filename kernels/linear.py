@@ -12,10 +12,13 @@ import torch
 from kernels.gemm_fp8 import quantize_rowwise, scaled_mm_launch, scaled_mm_skip
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, Launch, poisoned, scaled_randn
 from kernels.spaces import meta
+from kernels.targets import fp8_dtype
+from kernels.tuning import Limits
 
 
 LINEAR_DTYPES = {torch.float16: torch.float16, torch.bfloat16: torch.bfloat16, torch.float32: torch.float32,
-                 torch.float8_e4m3fn: torch.bfloat16}  # input dtype -> output dtype
+                 torch.float8_e4m3fn: torch.bfloat16,
+                 torch.float8_e4m3fnuz: torch.bfloat16}  # input dtype -> output dtype (fnuz: AMD gfx942's fp8)
 
 
 def check_linear_args(x, w, out, x_scale, w_scale) -> torch.Tensor:
@@ -29,7 +32,7 @@ def check_linear_args(x, w, out, x_scale, w_scale) -> torch.Tensor:
         raise ValueError(f"x and W need one dtype among {valid}; got {x.dtype} and {w.dtype}")
     if x.device != w.device:
         raise ValueError(f"x and W are on different devices ({x.device}, {w.device})")
-    fp8 = x.dtype == torch.float8_e4m3fn
+    fp8 = x.dtype in (torch.float8_e4m3fn, torch.float8_e4m3fnuz)
     if (x_scale is not None, w_scale is not None) != (fp8, fp8):
         raise ValueError("fp8 x and W need x_scale [M] and w_scale [N] (fp32); other dtypes take no scales")
     if fp8:
@@ -153,11 +156,14 @@ def interpreter_bf16_skip(case: Case, caps: DeviceCaps) -> str | None:
     return None
 
 
-def meta_linear_operands(case: Case) -> dict[str, torch.Tensor | None]:
+def meta_linear_operands(case: Case, limits: Limits | None = None) -> dict[str, torch.Tensor | None]:
     """x, w, out and the fp8 scales of a linear case as ``meta`` tensors: its shapes, strides and
-    dtypes, no memory (for :mod:`kernels.spaces`; shared with gemv)."""
+    dtypes, no memory (for :mod:`kernels.spaces`; shared with gemv); fp8 in the flavour of ``limits``'
+    target (kernels.targets.fp8_dtype; None: OCP e4m3fn)."""
     M, N, K = case["M"], case["N"], case["K"]
     dtype = case.dtype.torch
+    if case.dtype is DType.FP8 and limits is not None:
+        dtype = fp8_dtype(limits)
     w = meta((K, N), dtype).t() if case["w_layout"] == "kn" else meta((N, K), dtype)
     fp8 = case.dtype is DType.FP8
     return {"x": meta((M, K), dtype), "w": w, "out": meta((M, N), LINEAR_DTYPES[dtype]),

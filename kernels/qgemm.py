@@ -1,13 +1,26 @@
-"""``qgemm``: y = x·Wᵀ with a quantized W, dequantised in registers and fed to tl.dot (any M).
+"""``qgemm``: y = x·Wᵀ with a quantized W (any M), in the variant the target's matrix units take.
 
 x: [M, K] fp16/bf16, W: [N, K] in a :mod:`kernels.quant_formats` format, y: [M, N] in x's dtype.
-Each K step decodes a [BLOCK_N, BLOCK_K] tile to its raw values (q, q − z or the e2m1 value: all
-exact in fp16 and bf16), multiplies it on the tensor cores in fp32, and scales the partial product
-per output channel: once per group for int4/mxfp4 (tiles are one group wide), once at the end for
-int8/fp8. The pieces shared with ``qgemv`` (inputs, baselines, byte counts, reference) live here.
+
+``dequant`` (every format, every target; the only one on Hopper and older): each K step decodes a
+[BLOCK_N, BLOCK_K] tile to its raw values (q, q − z or the e2m1 value: all exact in fp16 and bf16),
+multiplies it on the tensor cores in fp32, and scales the partial product per output channel: once
+per group for int4/mxfp4 (tiles are one group wide), once at the end for int8/fp8.
+
+``scaled`` (mxfp4 and nvfp4 on Blackwell, mxfp4 on gfx950; :func:`qgemm_variant`): W stays packed
+and its block scales go to the hardware's block-scaled MMA through ``tl.dot_scaled`` (tcgen05
+kind::mxf4 / mxf4nvf4 on sm_100, v_mfma_scale on gfx950). That MMA takes no fp16/bf16 operand (Triton
+would upcast W), so each x tile is quantised in registers onto the weight format's own grid
+(:func:`kernels.quant_formats.quantize_activations`: e2m1 with a power-of-two scale per block): W4A4,
+as FP4 inference runs there. The family's inputs put x on that grid for the FP4 formats
+(:func:`linear_inputs`), so every variant, target and baseline computes the same product.
+
+The pieces shared with ``qgemv`` (inputs, baselines, byte counts, reference) live here.
 """
 
 from __future__ import annotations
+
+from enum import Enum
 
 import torch
 import triton
@@ -15,6 +28,7 @@ import triton.language as tl
 
 from kernels.dequant import (
     FORMAT_AXIS,
+    kernel_format,
     GROUP_AXIS,
     K_AXIS,
     N_AXIS,
@@ -32,7 +46,8 @@ from kernels.dequant import (
     triton_fp8_skip,
     weight_bytes,
 )
-from kernels.quant_formats import QuantizedWeight, dequantize
+from kernels.qgemm_scaled import _qgemm_scaled_kernel
+from kernels.quant_formats import QuantFormat, QuantizedWeight, activation_grid, dequantize
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import (
     Axis,
@@ -47,10 +62,22 @@ from kernels.spec import (
     poisoned,
     scaled_randn,
 )
-from kernels.tuning import Limits, autotune, describe
+from kernels.targets import min_mma_rows, scaled_mma_formats
+from kernels.tuning import INTERPRETER, Limits, autotune, describe, device_limits
 
 
 MAX_ACC_PER_THREAD = 64  # see qgemm_candidates
+
+
+class QGemmVariant(str, Enum):
+    DEQUANT = "dequant"  # decode W in registers, tl.dot in fp16/bf16 (every format, every target)
+    SCALED = "scaled"  # tl.dot_scaled on packed FP4 W and in-register FP4 x (Blackwell, gfx950 mxfp4)
+
+
+def qgemm_variant(fmt: QuantFormat | str, limits: Limits) -> QGemmVariant:
+    """The variant the target runs: hardware block-scaled MMA where it takes the format, else dequant."""
+    fmt = QuantFormat.parse(fmt)
+    return QGemmVariant.SCALED if fmt.value in scaled_mma_formats(limits) else QGemmVariant.DEQUANT
 
 
 def qgemm_configs() -> list[triton.Config]:
@@ -62,16 +89,19 @@ def qgemm_configs() -> list[triton.Config]:
             for bm, bn, bk, w, s in shapes]
 
 
-def qgemm_candidates(M: int, group: int) -> tuple[triton.Config, ...]:
-    """Row blocks no taller than M needs (≥ 16 for tl.dot); grouped formats use group-wide K tiles;
-    at most MAX_ACC_PER_THREAD fp32 accumulators per thread, since the dequantised W tile is held in
-    registers beside them (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a)."""
+def qgemm_candidates(M: int, group: int, limits: Limits = INTERPRETER) -> tuple[triton.Config, ...]:
+    """Row blocks no taller than M needs, but no shorter than the target's big MMA takes (16 for
+    tl.dot; 64 on Blackwell, where 16/32-row tiles fall back from tcgen05 to mma.sync); grouped
+    formats use group-wide K tiles; at most MAX_ACC_PER_THREAD fp32 accumulators per thread (a warp
+    is ``limits.warp_size`` threads), since the dequantised W tile is held in registers beside them
+    (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a)."""
     configs = qgemm_configs()
-    m_cap = max(16, triton.next_power_of_2(M))
+    m_min = min_mma_rows(limits)
+    m_cap = max(m_min, triton.next_power_of_2(M))
     unique = {}
     for c in configs:
-        acc_per_thread = c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] // (32 * c.num_warps)
-        if c.kwargs["BLOCK_M"] > m_cap or acc_per_thread > MAX_ACC_PER_THREAD:
+        acc_per_thread = c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] // (limits.warp_size * c.num_warps)
+        if not m_min <= c.kwargs["BLOCK_M"] <= m_cap or acc_per_thread > MAX_ACC_PER_THREAD:
             continue
         kwargs = {**c.kwargs, "BLOCK_K": block_k_for(group, c.kwargs["BLOCK_K"])}
         key = (tuple(sorted(kwargs.items())), c.num_warps, c.num_stages)
@@ -82,7 +112,7 @@ def qgemm_candidates(M: int, group: int) -> tuple[triton.Config, ...]:
 def prune_qgemm_configs(configs, named_args, **kwargs):
     """The autotuner's pruner: an adapter over :func:`qgemm_candidates`."""
     args = {**named_args, **kwargs}
-    return list(qgemm_candidates(args["M"], args["QGROUP"]))
+    return list(qgemm_candidates(args["M"], args["QGROUP"], device_limits(args["x_ptr"].device)))
 
 
 @autotune(qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemm_configs)
@@ -147,17 +177,33 @@ def check_linear(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None)
     return out
 
 
-def qgemm(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x·Wᵀ with the tensor-core qgemm kernel (any M)."""
+def qgemm(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
+          variant: QGemmVariant | str | None = None) -> torch.Tensor:
+    """y = x·Wᵀ with the tensor-core qgemm kernel (any M), in ``variant`` (default: the target's,
+    :func:`qgemm_variant`). The scaled variant computes with x on the weight format's FP4 grid."""
     out = check_linear(x, qw, out)
+    chosen = qgemm_variant(qw.format, device_limits(x.device)) if variant is None else QGemmVariant(variant)
+    if chosen is QGemmVariant.SCALED and qw.format not in (QuantFormat.MXFP4, QuantFormat.NVFP4):
+        raise ValueError(f"the scaled qgemm variant takes mxfp4 or nvfp4 weights, got {qw.format.value}")
     m = x.shape[0]
     if m == 0:
         return out
     w, s, z, t, stride_wn, stride_sg, stride_zg = kernel_args(qw)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(qw.n, meta["BLOCK_N"]),)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(qw.n, meta["BLOCK_N"]),)  # noqa: E731
+    if chosen is QGemmVariant.SCALED:
+        _qgemm_scaled_kernel[grid](x, w, s, t, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, out.stride(0),
+                                   FMT=qw.format.value)
+        return out
     _qgemm_kernel[grid](x, w, s, z, t, out, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg,
-                        out.stride(0), FMT=qw.format.value, QGROUP=tile_group(qw))
+                        out.stride(0), FMT=kernel_format(qw), QGROUP=tile_group(qw))
     return out
+
+
+def last_config(fmt: QuantFormat | str, limits: Limits) -> str:
+    """Which variant and autotuned config the last ``qgemm`` call on this format and target ran."""
+    variant = qgemm_variant(fmt, limits)
+    kernel = _qgemm_scaled_kernel if variant is QGemmVariant.SCALED else _qgemm_kernel
+    return f"{variant.value} {describe(kernel.best_config)}"
 
 
 def qlinear_reference(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
@@ -171,13 +217,15 @@ def qlinear_reference(x: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
 
 
 def linear_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs:
-    """x ~ Normal(0, 1) [M, K], W ~ Normal(0, 1/K) quantized, so y stays O(1) for any K."""
+    """x ~ Normal(0, 1) [M, K], W ~ Normal(0, 1/K) quantized, so y stays O(1) for any K. For mxfp4 and
+    nvfp4, x is put on the format's FP4 grid (exact in fp16/bf16), so the scaled variant's in-register
+    quantisation of x loses nothing and every variant and baseline computes the same product."""
     dtype = case.dtype.torch
-    return {
-        "x": scaled_randn((case["M"], case["K"]), dtype=dtype, device=device, generator=gen),
-        "weight": quantized_weight(case, device, gen),
-        "out": poisoned((case["M"], case["N"]), dtype=dtype, device=device),
-    }
+    x = scaled_randn((case["M"], case["K"]), dtype=torch.float32, device=device, generator=gen)
+    weight = quantized_weight(case, device, gen)
+    if weight.format in (QuantFormat.MXFP4, QuantFormat.NVFP4):
+        x = activation_grid(x, weight.format)
+    return {"x": x.to(dtype), "weight": weight, "out": poisoned((case["M"], case["N"]), dtype=dtype, device=device)}
 
 
 def linear_bytes(case: Case) -> int:
@@ -235,12 +283,14 @@ LINEAR_TOLERANCE = {DType.FP16: 2e-3, DType.BF16: 1.6e-2}
 
 def _build_triton(inputs: Inputs, case: Case) -> Launch:
     x, qw, out = inputs["x"], inputs["weight"], inputs["out"]
-    return Launch(run=lambda: qgemm(x, qw, out), config=lambda: describe(_qgemm_kernel.best_config))
+    limits = device_limits(x.device)
+    return Launch(run=lambda: qgemm(x, qw, out), config=lambda: last_config(qw.format, limits))
 
 
 def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
-    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
-    return launch_spaces(lambda: qgemm(x, qw), {"qgemm": _qgemm_kernel}, limits)
+    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case, limits)
+    kernels = {"qgemm": _qgemm_kernel, QGemmVariant.SCALED.value: _qgemm_scaled_kernel}
+    return launch_spaces(lambda: qgemm(x, qw), kernels, limits)
 
 
 QGEMM = KernelSpec(
@@ -248,8 +298,9 @@ QGEMM = KernelSpec(
     summary="y = x·Wᵀ, W quantized (int8/int4/fp8/mxfp4/nvfp4), dequantised in registers, tl.dot, any M",
     axes=LINEAR_AXES + (Axis("M", int, 16, "batch (rows of x)", minimum=1), N_AXIS, K_AXIS),
     dtypes=QUANT_DTYPES,
-    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights", skip=_triton_skip,
-                candidates=_candidates),)
+    impls=(Impl("triton", _build_triton, "Triton tensor-core tiles on dequantised weights; block-scaled FP4 "
+                "MMA (tl.dot_scaled, x on the FP4 grid) for mxfp4/nvfp4 on Blackwell and mxfp4 on gfx950",
+                skip=_triton_skip, candidates=_candidates),)
     + BASELINES,
     make_inputs=linear_inputs,
     reference=lambda inputs, case: qlinear_reference(inputs["x"], inputs["weight"]),

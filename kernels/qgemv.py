@@ -12,6 +12,10 @@ The inner product depends on M:
   The tensor cores idle at these batches anyway; a CUDA-core broadcast product [M, BLOCK_N,
   BLOCK_K] needed so many registers that only tiles too small for 16-byte weight loads fit.
 
+Every target runs this one variant (no block-scaled MMA as in qgemm's: at these batches the matrix
+units idle and the weight stream sets the time); the pruner sizes tiles by the target's warp size,
+shared memory and, on Blackwell, tensor memory.
+
 With SPLIT_K > 1 each program writes an fp32 partial and bumps a per-column-block counter; the last
 split to finish sums the partials and writes y. One launch, no memset: the counter resets itself.
 """
@@ -33,6 +37,7 @@ from kernels.dequant import (
     tile_group,
     block_k_for,
     kernel_args,
+    kernel_format,
     meta_weight,
     quant_skip,
     triton_fp8_skip,
@@ -50,6 +55,7 @@ from kernels.qgemm import (
 from kernels.quant_formats import QuantizedWeight
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import Axis, Case, DeviceCaps, Impl, Inputs, KernelSpec, Launch, TuneSpace
+from kernels.targets import TMEM_COLUMNS, is_blackwell, min_mma_rows
 from kernels.tuning import Limits, autotune, describe, device_limits
 
 MAX_M = 64
@@ -57,6 +63,8 @@ SPLIT_MAX = 8
 MIN_BLOCK_N = 16  # tl.dot's minimum; also sizes the split-K counters
 MIN_BLOCK_M_DOT = 16  # x rows are padded to this for tl.dot (M ≥ 2)
 INTERPRETER_SMS = 4  # small, so the interpreter's small test shapes still split K
+LIVE_PER_THREAD = 128  # fp32 values a thread holds (lanes or decoded tile and accumulator): more spill on sm_90a
+BLACKWELL_LIVE_PER_THREAD = 80  # sm_100a's ptxas spilled 8 B at 128 (nvfp4 M=1) and at 96 (mxfp4 M=64)
 
 
 @dataclass(frozen=True)
@@ -90,24 +98,32 @@ def split_for(n: int, k: int, block_n: int, block_k: int, sms: int) -> int:
 
 def qgemv_candidates(block_m: int, n: int, k: int, group: int, fmt: str,
                      limits: Limits) -> tuple[triton.Config, ...]:
-    """Group-wide K tiles for grouped formats, a register budget per M path, a split-K per config,
-    and weight tiles of ≥ 16 bytes per thread, so every thread streams W in 16-byte loads (tiles
-    with less compiled to 8-, 4- or 1-byte loads on sm_90a); when no tile in the budget is that
-    large (small groups), the ones with the most bytes per thread."""
+    """Group-wide K tiles for grouped formats, a register budget per M path (threads counted by
+    ``limits.warp_size``), a split-K per config, and weight tiles of ≥ 16 bytes per thread, so every
+    thread streams W in 16-byte loads (tiles with less compiled to 8-, 4- or 1-byte loads on sm_90a);
+    when no tile in the budget is that large (small groups), the ones with the most bytes per thread.
+    The dot path's operands fit the device's shared memory (LDS); on Blackwell the register budget is
+    tighter and a tcgen05 dot (BLOCK_M ≥ 64) takes K tiles ≤ TMEM_COLUMNS."""
     sms = INTERPRETER_SMS if limits.interpret else limits.sm_count
     bits = 8 if fmt in ("int8", "fp8") else 4  # the 4-bit formats pack two codes per byte
+    live_budget = BLACKWELL_LIVE_PER_THREAD if is_blackwell(limits) else LIVE_PER_THREAD
+    tcgen05 = block_m >= min_mma_rows(limits) and is_blackwell(limits)
     kept = {}
     for c in qgemv_configs():
         bn, bk, warps = c.kwargs["BLOCK_N"], block_k_for(group, c.kwargs["BLOCK_K"]), c.num_warps
         if not group and bk > max(256, triton.next_power_of_2(k)):
             continue  # mostly masked lanes
-        threads = 32 * warps
+        threads = limits.warp_size * warps  # 64-wide wavefronts on AMD CDNA
         if block_m == 1:
             live = 2 * bn * bk / threads  # the fp32 lanes and the decoded tile
         else:
             live = (bn * bk + block_m * bn) / threads  # the decoded tile and the accumulator
-        if live > 128:
+        if live > live_budget:
             continue  # fp32 values per thread: beyond this they spill
+        if block_m > 1 and 2 * (block_m + bn) * bk > limits.smem_per_block:
+            continue  # tl.dot stages x and the decoded W in shared memory (16-bit): MI300X has 64 KiB of LDS
+        if tcgen05 and bk > TMEM_COLUMNS:
+            continue  # tcgen05 keeps x's [BLOCK_M, BLOCK_K] tile in tensor memory: 1024 columns fail to compile
         tile = {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split_for(n, k, bn, bk, sms)}
         per_thread = min(16, bn * bk * bits // 8 // threads)  # W bytes a thread loads per step (16: enough)
         kept.setdefault((bn, bk, warps), (per_thread, triton.Config(tile, num_warps=warps, num_stages=c.num_stages)))
@@ -237,12 +253,12 @@ def qgemv(x: torch.Tensor, qw: QuantizedWeight, out: torch.Tensor | None = None,
     args = (x, w, s, z, t, out, part, count, m, qw.n, qw.k, x.stride(0), stride_wn, stride_sg, stride_zg, out.stride(0))
     grid = lambda meta: (triton.cdiv(qw.n, meta["BLOCK_N"]), meta["SPLIT_K"])
     if config is None:
-        _qgemv_kernel[grid](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m)
+        _qgemv_kernel[grid](*args, FMT=kernel_format(qw), QGROUP=group, BLOCK_M=block_m)
     else:
         if config.block_n < MIN_BLOCK_N:
             raise ValueError(f"block_n must be ≥ {MIN_BLOCK_N}, got {config.block_n}")
         meta = {"BLOCK_N": config.block_n, "BLOCK_K": block_k_for(group, config.block_k), "SPLIT_K": split}
-        _qgemv_kernel.fn[grid(meta)](*args, FMT=qw.format.value, QGROUP=group, BLOCK_M=block_m, **meta,
+        _qgemv_kernel.fn[grid(meta)](*args, FMT=kernel_format(qw), QGROUP=group, BLOCK_M=block_m, **meta,
                                      num_warps=config.num_warps, num_stages=config.num_stages)
     return out
 
@@ -260,7 +276,7 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
 
 
 def _candidates(case: Case, limits: Limits) -> tuple[TuneSpace, ...]:
-    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case)
+    x, qw = meta((case["M"], case["K"]), case.dtype.torch), meta_weight(case, limits)
     try:
         return launch_spaces(lambda: qgemv(x, qw), {"qgemv": _qgemv_kernel}, limits)
     finally:

@@ -19,9 +19,10 @@ exactly the tensors listed, and :func:`packed_bytes` counts exactly those bytes 
     W[n, k] ≈ (q[n, k] − zeros[k/G, n]) · scales[k/G, n]
     bytes    N·K/2 + 2·N·K/G + (K/G)·⌈N/2⌉
 
-``fp8``   OCP e4m3 (``torch.float8_e4m3fn``), one scale per output channel
+``fp8``   e4m3, one scale per output channel: OCP ``torch.float8_e4m3fn`` (max 448), or on AMD gfx942
+          ``torch.float8_e4m3fnuz`` (bias 8, max 240; ``quantize(..., fp8_dtype=)``, chosen by target)
     qweight  float8_e4m3fn [N, K]  kernels read the bytes as uint8 and bitcast them; the NaN codes
-                                   0x7F/0xFF are never produced
+                                   (0x7F/0xFF; fnuz: 0x80) are never produced
     scales   fp32  [N]           fp32 because amax/448 of small weights sits near fp16's subnormals
     bytes    N·K + 4·N
 
@@ -40,6 +41,11 @@ exactly the tensors listed, and :func:`packed_bytes` counts exactly those bytes 
                                  in fp16/bf16 too and kernels apply tensor_scale once at the end
     bytes    N·K/2 + N·K/16 + 4
 
+Activations for the native FP4 MMA (``qgemm``'s scaled variant on Blackwell and gfx950, which needs
+both operands in FP4): :func:`quantize_activations` puts x [M, K] on the weight format's e2m1 grid
+with one power-of-two scale per block of 32 (mxfp4: E8M0 byte) or 16 (nvfp4: the same 2^s as an e4m3
+byte) along K, s = floor(log2 amax) − 2 as OCP MX v1.0 does; :func:`activation_grid` gives the values.
+
 K must be a multiple of the group for int4, of 32 for mxfp4 and of 16 for nvfp4: the quantizer rejects
 other K with a one-line ValueError (no padding, so no stored byte is a pad along K). int8 and fp8 take
 any K.
@@ -56,6 +62,8 @@ MX_BLOCK = 32  # OCP MX: one shared scale per 32 elements
 NVFP4_BLOCK = 16  # NVFP4: one e4m3 scale per 16 elements
 E2M1_MAX = 6.0
 E4M3_MAX = 448.0
+E4M3FNUZ_MAX = 240.0  # AMD gfx942's e4m3 (bias 8)
+FP8_WEIGHT_DTYPES = {torch.float8_e4m3fn: E4M3_MAX, torch.float8_e4m3fnuz: E4M3FNUZ_MAX}  # dtype -> largest finite
 E8M0_BIAS = 127
 E8M0_NAN = 255
 # magnitudes of the eight e2m1 codes 0b0000 … 0b0111; the sign bit (0b1000) negates
@@ -139,7 +147,8 @@ class QuantizedWeight:
     tensor_scale: torch.Tensor | None = None  # nvfp4's fp32 [1]
 
     def __post_init__(self):
-        expected = _layout(self.format, self.n, self.k, self.group_size)
+        fp8 = self.qweight.dtype if self.qweight is not None and self.qweight.dtype in FP8_WEIGHT_DTYPES else None
+        expected = _layout(self.format, self.n, self.k, self.group_size, fp8 or torch.float8_e4m3fn)
         for name, (shape, dtype) in expected.items():
             tensor = getattr(self, name)
             if tensor is None or tuple(tensor.shape) != shape or tensor.dtype != dtype or not tensor.is_contiguous():
@@ -163,12 +172,13 @@ class QuantizedWeight:
         return self.qweight.device
 
 
-def _layout(fmt: QuantFormat, n: int, k: int, group_size: int | None) -> dict:
+def _layout(fmt: QuantFormat, n: int, k: int, group_size: int | None,
+            fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> dict:
     group = check_group(fmt, k, group_size)
     if fmt is QuantFormat.INT8:
         return {"qweight": ((n, k), torch.int8), "scales": ((n,), torch.float16)}
     if fmt is QuantFormat.FP8:
-        return {"qweight": ((n, k), torch.float8_e4m3fn), "scales": ((n,), torch.float32)}
+        return {"qweight": ((n, k), fp8_dtype), "scales": ((n,), torch.float32)}
     if fmt is QuantFormat.INT4:
         return {"qweight": ((n, k // 2), torch.uint8), "scales": ((k // group, n), torch.float16),
                 "zeros": ((k // group, (n + 1) // 2), torch.uint8)}
@@ -241,11 +251,13 @@ def e8m0_decode(exponents: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def quantize(weight: torch.Tensor, fmt: QuantFormat | str, group_size: int | None = None) -> QuantizedWeight:
+def quantize(weight: torch.Tensor, fmt: QuantFormat | str, group_size: int | None = None,
+             fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> QuantizedWeight:
     """Quantize a finite [N, K] weight; the error per element is at most half a step of its grid.
 
     ``group_size`` is for int4 (32, 64, 128 or 256; default 128), mxfp4 (32 only, the default) and
-    nvfp4 (16 only, the default); int8 and fp8 are per-channel and take none.
+    nvfp4 (16 only, the default); int8 and fp8 are per-channel and take none. ``fp8_dtype`` is the
+    fp8 format's element type: e4m3fn, or e4m3fnuz for AMD gfx942 (kernels.targets.fp8_dtype).
     """
     fmt = QuantFormat.parse(fmt)
     if weight.dim() != 2:
@@ -260,10 +272,13 @@ def quantize(weight: torch.Tensor, fmt: QuantFormat | str, group_size: int | Non
         q = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
         return QuantizedWeight(fmt, None, n, k, q, scale)
     if fmt is QuantFormat.FP8:
+        if fp8_dtype not in FP8_WEIGHT_DTYPES:
+            raise ValueError(f"fp8_dtype must be one of {', '.join(map(str, FP8_WEIGHT_DTYPES))}, got {fp8_dtype}")
+        top = FP8_WEIGHT_DTYPES[fp8_dtype]
         amax = w.abs().amax(dim=1)
-        scale = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
-        # clamp: w/scale may round a hair past 448, and torch turns out-of-range e4m3 into NaN
-        q = (w / scale[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+        scale = torch.where(amax > 0, amax / top, torch.ones_like(amax))
+        # clamp: w/scale may round a hair past the top, and torch turns out-of-range e4m3 into NaN
+        q = (w / scale[:, None]).clamp(-top, top).to(fp8_dtype)
         return QuantizedWeight(fmt, None, n, k, q.contiguous(), scale.contiguous())
     blocks = w.reshape(n, k // group, group)
     if fmt is QuantFormat.INT4:
@@ -377,3 +392,50 @@ def dequantize_traffic(fmt: QuantFormat | str, n: int, k: int, group_size: int |
     # expand, lookup, · scales
     decode = (s + 4 * s) + (4 * s + s) + 4 * s + (4 * s + 4 * s) + (9 * s + 4 * s) + (4 * s + s) + 4 * s + (9 * s + 4 * s)
     return unpack + decode + expand + lookup + elementwise
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations for the native FP4 MMA (the scaled qgemm variant quantises x this way in-kernel)
+# ---------------------------------------------------------------------------------------------
+
+# the power-of-two block scale 2^s each format can store: E8M0 (mxfp4) and e4m3 (nvfp4: 2^-9 … 2^8)
+ACTIVATION_SCALE_RANGE = {QuantFormat.MXFP4: (-E8M0_BIAS, E8M0_BIAS), QuantFormat.NVFP4: (-9, 8)}
+
+
+def _activation_exponents(x: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, int]:
+    if fmt not in ACTIVATION_SCALE_RANGE:
+        raise ValueError(f"activations are quantised for mxfp4 or nvfp4 weights, got {fmt.value}")
+    group = fmt.default_group
+    if x.dim() != 2 or x.shape[1] % group:
+        raise ValueError(f"{fmt.value} activations must be 2-D [M, K] with K a multiple of {group}, "
+                         f"got shape {tuple(x.shape)}")
+    blocks = x.float().reshape(x.shape[0], x.shape[1] // group, group)
+    amax = blocks.abs().amax(dim=2)
+    _, exponent = torch.frexp(amax)  # amax = f·2^e, f ∈ [0.5, 1): floor(log2 amax) = e − 1
+    low, high = ACTIVATION_SCALE_RANGE[fmt]
+    shared = torch.where(amax > 0, exponent - 3, torch.full_like(exponent, low))  # a zero block: the smallest
+    return shared.clamp(low, high), group  # s = floor(log2 amax) − emax(e2m1) = e − 1 − 2
+
+
+def quantize_activations(x: torch.Tensor, fmt: QuantFormat | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] on the e2m1 grid of an mxfp4/nvfp4 weight: (codes [M, K/2] uint8 packed as the weights,
+    scales [M, K/G] uint8: the E8M0 byte of 2^s for mxfp4, its e4m3 byte for nvfp4), the layout
+    ``tl.dot_scaled`` takes. A zero block gets the smallest scale; elements past 6·2^s saturate."""
+    fmt = QuantFormat.parse(fmt)
+    shared, group = _activation_exponents(x, fmt)
+    inverse = ((E8M0_BIAS - shared.to(torch.int32)) << 23).view(torch.float32)  # 2^−s, exact
+    blocks = x.float().reshape(x.shape[0], -1, group)
+    codes = e2m1_encode(blocks * inverse[..., None]).reshape(x.shape)
+    if fmt is QuantFormat.MXFP4:
+        scales = (shared + E8M0_BIAS).to(torch.uint8)
+    else:
+        scales = torch.exp2(shared.float()).to(torch.float8_e4m3fn).view(torch.uint8)  # exact: 2^s, s ∈ [−9, 8]
+    return pack_nibbles(codes), scales.contiguous()
+
+
+def activation_grid(x: torch.Tensor, fmt: QuantFormat | str) -> torch.Tensor:
+    """The float32 values :func:`quantize_activations` stands for (what the scaled variant multiplies)."""
+    fmt = QuantFormat.parse(fmt)
+    codes, scales = quantize_activations(x, fmt)
+    scale = e8m0_decode(scales) if fmt is QuantFormat.MXFP4 else scales.view(torch.float8_e4m3fn).float()
+    return e2m1_decode(unpack_nibbles(codes)) * scale.repeat_interleave(fmt.default_group, dim=1)

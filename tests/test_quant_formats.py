@@ -14,6 +14,7 @@ from kernels.quant_formats import (
     E2M1_GRID,
     QuantFormat,
     QuantizedWeight,
+    activation_grid,
     check_group,
     dequantize,
     e2m1_decode,
@@ -22,6 +23,7 @@ from kernels.quant_formats import (
     pack_nibbles,
     packed_bytes,
     quantize,
+    quantize_activations,
     unpack_nibbles,
 )
 
@@ -300,3 +302,28 @@ def test_nvfp4_quantizer_by_hand():
     assert qw.tensor_scale.item() == 2.0**-4 and qw.scales.float()[:, 0].tolist() == [448.0, 8.0]
     # 0.7 / (8 · 2⁻⁴) = 1.4 → e2m1 1.5 → 0.75
     assert dequantize(qw)[0, 16:19].tolist() == [3.0, -1.5, 0.75]
+
+
+def test_activation_quantiser_by_hand():
+    """A block with amax 3 = 0.75·2²: s = 2 − 3 = −1, so the step is 2⁻¹: 3 → 6 (code 7), −0.3 → −0.6 →
+    −0.5 (code 9), 0.125 → 0.25, a tie, → 0 (even code); an all-zero block gets the smallest scale."""
+    x = torch.zeros(1, 64)
+    x[0, 0], x[0, 1], x[0, 2] = 3.0, -0.3, 0.125
+    codes, scales = quantize_activations(x, "mxfp4")
+    assert codes[0, :2].tolist() == [7 | (9 << 4), 0] and scales.tolist() == [[126, 0]]  # E8M0: 127 − 1; 2⁻¹²⁷
+    nv_codes, nv_scales = quantize_activations(x, "nvfp4")
+    assert torch.equal(nv_codes[:, :16], codes[:, :16])
+    assert nv_scales.tolist() == [[48, 1, 1, 1]]  # e4m3 2⁻¹ = (−1 + 7) << 3; zero blocks 2⁻⁹ (subnormal 0x01)
+    assert activation_grid(x, "mxfp4")[0, :3].tolist() == [3.0, -0.25, 0.0]
+    with pytest.raises(ValueError, match="activations are quantised for mxfp4 or nvfp4"):
+        quantize_activations(x, "int4")
+    with pytest.raises(ValueError, match="K a multiple of 32"):
+        quantize_activations(torch.zeros(2, 48), "mxfp4")
+
+
+def test_fp8_weights_in_amds_e4m3fnuz():
+    w = torch.randn(5, 40, generator=torch.Generator().manual_seed(3))
+    qw = quantize(w, "fp8", fp8_dtype=torch.float8_e4m3fnuz)
+    assert qw.qweight.dtype == torch.float8_e4m3fnuz and qw.qweight.float().abs().amax(dim=1).tolist() == [240.0] * 5
+    assert qw.nbytes == packed_bytes("fp8", 5, 40)
+    assert (dequantize(qw) - w).abs().max() <= w.abs().amax() / 240 * 8  # half a step at the top binade (2⁴)
