@@ -25,14 +25,15 @@ class Revision:
 
     name: str
     commit: str
+    parent: str = ""  # the working tree: the commit it is checked out at
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.commit[:10]})" if self.commit else f"{WORKING_TREE} (uncommitted changes included)"
 
     def record(self, dirty: bool | None = None) -> dict:
-        """The sidecar's git fields for a run of this revision."""
-        return {"git_commit": self.commit, "git_dirty": dirty if not self.commit else False,
+        """The sidecar's git fields for a run of this revision (the working tree: its commit and whether dirty)."""
+        return {"git_commit": self.commit or self.parent, "git_dirty": dirty if not self.commit else False,
                 "ab_revision": self.name}
 
 
@@ -57,7 +58,8 @@ def repository(cwd: Path) -> Path:
 def resolve(repo: Path, name: str | None, role: str) -> Revision:
     """``name`` as a commit of ``repo`` (None: the working tree); a name git does not know is one line."""
     if name is None:
-        return Revision(WORKING_TREE, "")
+        done = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD")
+        return Revision(WORKING_TREE, "", done.stdout.strip() if done.returncode == 0 else "")
     if not name.strip() or name.startswith("-"):
         raise UsageError(f"{role} {name!r}: give a git revision (a commit, branch or tag), e.g. origin/main or HEAD~1")
     done = _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")

@@ -48,7 +48,10 @@ def _roof_fraction(row: dict, device: dict):
 
 
 def _percent(value) -> str:
-    return "—" if value is None else f"{value:.0%}"
+    if value is None:
+        return "—"
+    percent = 100 * value
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.2g}%"
 
 
 def _order(outcome) -> tuple:
@@ -75,13 +78,15 @@ def summary(outcomes, facts: dict, code: int) -> str:
     lines = [f"## rooflab ab: {headline(code, outcomes)}", "",
              f"**BASE** {facts['base']} → **HEAD** {facts['head']} · {where} · threshold {facts['threshold']:.0%} · "
              f"{level} intervals · seed {facts['seed']}", "",
-             "; ".join(f"{n} {v.value}" for v, n in counts.items() if n) + f" ({len(outcomes)} points).", ""]
+             "; ".join(f"{n} {v.value}" for v, n in counts.items() if n) +
+             f" ({len(outcomes)} point{'s' * (len(outcomes) != 1)}).", ""]
     floor = noise_floor([o.estimate for o in outcomes if o.estimate is not None])
     if floor is not None:
+        width, aa = floor
         note = (" — above the threshold: this run cannot resolve a change that small; find a quieter GPU"
-                if floor >= facts["threshold"] else "")
-        lines += [f"Noise floor ±{floor:.1%}: the median half-width of the points' intervals, the smallest change "
-                  f"this run resolves{note}.", ""]
+                if width >= facts["threshold"] else "")
+        lines += [f"Noise floor ±{width:.1%}: the median half-width of the points' intervals, the smallest change "
+                  f"this run resolves{note}; built-in A/A (same revision within a block) ±{aa:.1%} per block.", ""]
     lines += [f"| point | verdict | HEAD/BASE | {level} interval | of the roof: BASE → HEAD | blocks | why |",
               "|---|---|---|---|---|---|---|"]
     for o in sorted(outcomes, key=_order):

@@ -110,6 +110,7 @@ class Estimate:
     spread: float  # standard deviation of the block contrasts used (relative, floor included)
     verdict: Verdict
     why: str = ""
+    aa: float = math.nan  # the built-in A/A: rms of the blocks' same-revision residuals (relative)
 
     @property
     def half_width(self) -> float:
@@ -198,7 +199,8 @@ def estimate(blocks: Sequence[Block], rule: AbRule) -> Estimate:
         verdict = Verdict.INCONCLUSIVE
         why = (f"after {n} blocks the interval {math.expm1(lo):+.1%}…{math.expm1(hi):+.1%} spans both no change and a "
                f"{rule.threshold:.0%} change: block contrasts spread {spread:.1%} (noise or drift between repeats)")
-    return Estimate(n, math.exp(mean), math.exp(lo), math.exp(hi), spread, verdict, why)
+    return Estimate(n, math.exp(mean), math.exp(lo), math.exp(hi), spread, verdict, why,
+                    float(np.sqrt(np.mean(r ** 2))))
 
 
 def judge(measure: Callable[[Side], Repeat], rule: AbRule, rng: random.Random) -> Estimate:
@@ -213,7 +215,10 @@ def judge(measure: Callable[[Side], Repeat], rule: AbRule, rng: random.Random) -
                 return result
 
 
-def noise_floor(estimates: Sequence[Estimate]) -> float | None:
-    """The run's noise floor: the median half-width of the points' intervals (None without timed points)."""
+def noise_floor(estimates: Sequence[Estimate]) -> tuple[float, float] | None:
+    """The run's noise floor: the median half-width of the points' intervals, and the median built-in A/A
+    spread per block (None without timed points)."""
     widths = [e.half_width for e in estimates if math.isfinite(e.half_width)]
-    return float(np.median(widths)) if widths else None
+    if not widths:
+        return None
+    return float(np.median(widths)), float(np.median([e.aa for e in estimates if math.isfinite(e.aa)] or [math.nan]))

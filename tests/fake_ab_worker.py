@@ -5,7 +5,7 @@ interpreter, the real sampler) with :mod:`tests.fake_node`'s H200-like device, a
 by the real sampling loop on a :class:`tests.fake_gpu.FakeGpu` whose kernel takes ``KERNEL_S`` ×
 the revision's slowdown × a drift of ±4 % over wall time (shared by both sides' processes, as one
 GPU's clocks are) × 2 % gaussian noise. A revision injects a slowdown by defining, in its
-``kernels/__init__.py``, ``FAKE_GPU_SLOWDOWN = {"copy": 1.1}`` (kernel family → factor).
+``kernels/__init__.py``, ``FAKE_GPU_SLOWDOWN = {"copy": 1.1}`` (kernel family, or "family/impl", → factor).
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ KERNEL_S = 150e-6
 NOISE = 0.02
 DRIFT = 0.04
 DRIFT_PERIOD_S = 0.7
-_current = {"kernel": ""}
+_current = {"kernel": "", "impl": ""}
 _calls = itertools.count(1)
 
 
 def _slowdown() -> float:
     import kernels
 
-    return float(getattr(kernels, "FAKE_GPU_SLOWDOWN", {}).get(_current["kernel"], 1.0))
+    table = getattr(kernels, "FAKE_GPU_SLOWDOWN", {})
+    return float(table.get(f"{_current['kernel']}/{_current['impl']}", table.get(_current["kernel"], 1.0)))
 
 
 def _setup() -> None:
@@ -53,7 +54,7 @@ def _setup() -> None:
     prepare = ab_worker.Worker.prepare
 
     def remember(self, key):
-        _current["kernel"] = key[0]
+        _current["kernel"], _current["impl"] = key[0], key[1]
         return prepare(self, key)
 
     ab_worker.Worker.prepare = remember

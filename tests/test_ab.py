@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench import ab as ab_module
 from bench import ab_cli, device
@@ -136,7 +138,7 @@ def test_a_a_on_this_repository_under_the_interpreter_exits_0(tmp_path, capsys):
     code = main(["ab", "HEAD", "HEAD", *COPY_POINT, "--interpret", "--seed", "5", "--out", str(tmp_path / "ab")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "no regression — exit 0" in out and "1 no change (1 points)" in out
+    assert "no regression — exit 0" in out and "1 no change (1 point)" in out
     assert _worktrees(ROOT) == before  # both worktrees removed
     for side in ("base", "head"):
         rows = load_csv(tmp_path / "ab" / f"{side}.csv")
@@ -160,7 +162,10 @@ def test_a_correctness_bug_on_head_is_a_regression_and_each_side_runs_its_own_ke
     base, head = load_csv(out_dir / "base.csv"), load_csv(out_dir / "head.csv")
     assert (base["status"] == "ok").all()  # BASE is the commit: its kernels have no bug
     assert sorted(head["status"]) == ["failed", "failed", "ok", "ok"]
-    assert read_sidecar(out_dir / "head.csv")["ab_revision"] == "working tree"
+    head_meta, base_meta = read_sidecar(out_dir / "head.csv"), read_sidecar(out_dir / "base.csv")
+    assert head_meta["ab_revision"] == "working tree" and head_meta["git_dirty"] is True
+    assert head_meta["git_commit"] == base_meta["git_commit"] and len(base_meta["git_commit"]) == 40
+    assert base_meta["git_dirty"] is False and base_meta["seed"] == head_meta["seed"]
     assert "## rooflab ab: 2 regressions — exit 1" in (out_dir / "summary.md").read_text()
     assert _worktrees(repo) == 1
 
@@ -221,7 +226,7 @@ def test_the_fake_gpu_finds_a_slowdown_injected_in_head_and_no_change_elsewhere(
     ratio, interval = line.split("|")[3:5]
     low, high = (float(v) for v in interval.split("…"))
     assert float(ratio) == pytest.approx(1.10, abs=0.03) and low <= 1.10 <= high
-    assert "Noise floor ±" in out and "of the roof" in out
+    assert "Noise floor ±" in out and "built-in A/A" in out and "of the roof" in out
     base, head = load_csv(out_dir / "base.csv"), load_csv(out_dir / "head.csv")
     assert (base["mode"] == "cuda").all() and (base["status"] == "ok").all() and (head["status"] == "ok").all()
     assert float(head["median_s"].iloc[0] / base["median_s"].iloc[0]) == pytest.approx(1.10, abs=0.05)
@@ -255,3 +260,32 @@ def test_outside_a_repository_and_over_an_earlier_result_are_refused(tmp_path, m
     assert main(["ab", "HEAD", *COPY_POINT, "--interpret", "--out", str(earlier)]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert (earlier / "summary.md").read_text() == "an earlier A/B\n"
+
+
+AB_VALUES = st.sampled_from(["0", "-1", "3", "1e309", "nan", "5%", "150%", "abc", "", ",", "fp16", "fp9", "copy",
+                             "nope", "triton", "N=5", "N=1,4097", "M=x", "smoke", "ci", "HEAD", "HEAD~999",
+                             "/nonexistent/dir/file.md", "x.md"])
+AB_OPTIONS = {"--suite": 1, "--kernel": 1, "--impl": 1, "--dtype": 1, "--axis": 1, "--threshold": 1,
+              "--max-blocks": 1, "--out": 1, "--summary": 1, "--gpu": 1, "--interpret": 0, "--seed": 1,
+              "--min-samples": 1, "--max-noise": 1, "--bogus": 0}
+
+
+@st.composite
+def ab_lines(draw):
+    argv = ["ab", *draw(st.lists(AB_VALUES, min_size=0, max_size=2))]
+    for name in draw(st.lists(st.sampled_from(sorted(AB_OPTIONS)), max_size=4)):
+        argv += [name] + ([draw(AB_VALUES)] if AB_OPTIONS[name] else [])
+    return argv
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=ab_lines())
+def test_random_ab_command_lines_outside_a_repository_are_one_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(device, "cuda_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # no git repository here: nothing is ever checked out or run
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (argv, code, err)
+    assert "Traceback" not in err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, (argv, err)
