@@ -272,7 +272,7 @@ def _point(workers: dict, key: tuple, name: str, options: AbOptions, facts: dict
     for side in Side:
         if side in status and workers[side].process is not None:
             try:
-                outcome.rows[side.value] = _ask(workers[side], {"op": "finish"})
+                outcome.rows[side.value] = _ask(workers[side], {"op": "finish", "why": outcome.why})
             except WorkerDied:
                 pass
     return outcome

@@ -11,7 +11,7 @@ was started with (anything the kernels or libraries print goes to stderr instead
 
     → {"op": "prepare", "key": [...]}   skip rules, correctness gate, warm-up  ← {"status": ok|failed|skipped, "error"}
     → {"op": "repeat"}                  one short sample set of the prepared point  ← {"median_s", "samples", "ci_rel"}
-    → {"op": "finish"}                  the point's row (all its repeats pooled) written to this side's CSV
+    → {"op": "finish", "why": ...}      the point's row (its repeats pooled; untimed: skipped, why) written
     → {"op": "stop"}                    sidecar finished, exit 0
 
 At start it answers {"event": "ready", "keys": [...], "device": {...}} with the keys of the points it
@@ -228,14 +228,16 @@ class Worker:
             return {"error": m.after_check}
         return {"median_s": m.median_s, "samples": m.samples * m.launches_per_sample, "ci_rel": _json_float(m.ci_rel)}
 
-    def finish(self) -> dict:
+    def finish(self, why: str = "") -> dict:
         from bench.results import Status
 
         state, self.current = self.current, None
         if state is None:
             return {"error": "no point prepared"}
         row = state.row
-        if state.measurements:
+        if not state.done and not state.measurements and not state.error:  # gated, then abandoned untimed
+            row.update(status=Status.SKIPPED, error=f"not timed: {why or 'the A/B stopped before timing it'}"[:300])
+        elif state.measurements:
             row.update(pooled(state.measurements))
             row["tflops"] = (row["flops"] or 0) / row["median_s"] / 1e12
             row["gbps"] = (row["bytes"] or 0) / row["median_s"] / 1e9
@@ -307,7 +309,7 @@ def serve(config: dict, requests, send: Callable[[dict], None]) -> None:
         elif op == "repeat":
             send(worker.repeat())
         elif op == "finish":
-            send(worker.finish())
+            send(worker.finish(request.get("why", "")))
     worker.stop()
 
 

@@ -4,7 +4,8 @@ The real worker (:mod:`bench.ab_worker`: this revision's kernels, the real gate 
 interpreter, the real sampler) with :mod:`tests.fake_node`'s H200-like device, and every repeat timed
 by the real sampling loop on a :class:`tests.fake_gpu.FakeGpu` whose kernel takes ``KERNEL_S`` ×
 the revision's slowdown × a drift of ±4 % over wall time (shared by both sides' processes, as one
-GPU's clocks are) × 2 % gaussian noise. A revision injects a slowdown by defining, in its
+GPU's clocks are) × 2 % gaussian noise. ``FAKE_GPU_CRASH = ("copy/triton",)`` kills the worker when it
+starts sampling that point. A revision injects a slowdown by defining, in its
 ``kernels/__init__.py``, ``FAKE_GPU_SLOWDOWN = {"copy": 1.1}`` (kernel family, or "family/impl", → factor).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import random
 import sys
 import time
@@ -46,6 +48,10 @@ def _setup() -> None:
         return KERNEL_S * _slowdown() * drift * max(0.05, 1 + rng.gauss(0.0, NOISE))
 
     def measure(run, backend, policy, copies=None, figure=None, after=None):
+        import kernels
+
+        if f"{_current['kernel']}/{_current['impl']}" in getattr(kernels, "FAKE_GPU_CRASH", ()):
+            os._exit(9)  # as a lost CUDA context takes a process down mid-sample
         gpu = FakeGpu(duration=duration, event_resolution_s=0.5e-6, seed=next(_calls))
         measured = real_measure(gpu.kernel, gpu, policy, None, *([figure] if figure else []))
         return dataclasses.replace(measured, after_check=after(run) if after else "")

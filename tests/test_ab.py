@@ -233,6 +233,29 @@ def test_the_fake_gpu_finds_a_slowdown_injected_in_head_and_no_change_elsewhere(
     assert int(base["samples"].iloc[0]) >= 3 * 2 * 6  # ≥ 3 blocks, 2 repeats per side each, ≥ 6 samples each
 
 
+def test_a_worker_that_dies_on_head_fails_that_point_and_a_fresh_one_takes_the_rest(repo, tmp_path, capsys,
+                                                                                      monkeypatch):
+    init = repo / "kernels" / "__init__.py"
+    init.write_text(init.read_text() + "\nFAKE_GPU_CRASH = (\"copy/triton\",)\n")  # HEAD: the working tree
+    monkeypatch.setattr(ab_module, "WORKER_MODULE", "tests.fake_ab_worker")
+    monkeypatch.setattr(device, "cuda_available", lambda: True)
+    monkeypatch.setattr(ab_cli, "_gpu", lambda index: "0")
+    code = main(["ab", "HEAD", "--kernel", "copy", "--dtype", "fp32", "--axis", "N=4097", "--out",
+                 str(tmp_path / "ab"), "--min-time", "0", "--seed", "4"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    triton = next(line for line in out.splitlines() if line.startswith("| copy fp32 N=4097 triton"))
+    torch_line = next(line for line in out.splitlines() if line.startswith("| copy fp32 N=4097 torch"))
+    assert "**failed**" in triton and "HEAD worker died (exit code 9" in triton
+    assert "**failed**" not in torch_line and "**not judged**" not in torch_line  # timed by the fresh worker
+    base = load_csv(tmp_path / "ab" / "base.csv")
+    assert sorted(base["impl"]) == ["torch", "triton"]
+    abandoned = base[base["impl"] == "triton"].iloc[0]  # HEAD died in the first block: BASE timed once or not at all
+    assert abandoned["status"] == "ok" if abandoned["samples"] > 0 else (
+        abandoned["status"] == "skipped" and "not timed: HEAD fails" in abandoned["error"])
+    assert base[base["impl"] == "torch"].iloc[0]["status"] == "ok"
+
+
 @pytest.mark.parametrize("args, message", [
     (["no-such-rev", "--interpret"], "is not a commit of"),
     (["HEAD", "--kernel", "copy", "--suite", "ci", "--interpret"], "not both"),
