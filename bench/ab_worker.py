@@ -83,6 +83,7 @@ class Prepared:
     clocks: list = field(default_factory=list)
     throttle: set = field(default_factory=set)
     error: str = ""
+    in_use: int = 1  # rotating copies the current repeat's closure runs
 
 
 class Worker:
@@ -165,15 +166,17 @@ class Worker:
             def make(count: int):  # the rotating copies, cloned once per point, not once per repeat
                 if len(timed) < count:
                     made.make(count - len(timed) + 1)
+                state.in_use = count
                 return [copy.run for copy in timed[:count]]
 
             expected = spec.reference(checked.inputs, point.case)
 
-            def after(replay) -> str:
+            def after(replay) -> str:  # only the copies this repeat's closure runs: R may differ between repeats
                 moved = changed_inputs(checked.inputs, checked.fingerprint)
                 if moved:
                     return f"after timing: the runs changed input {moved!r}"
-                return after_timing(timed, replay, expected, spec.tolerance[point.case.dtype], self.target.torch_device)
+                return after_timing(timed[:state.in_use], replay, expected, spec.tolerance[point.case.dtype],
+                                    self.target.torch_device)
 
             state.copies = type(made)(make, least=made.least, most=made.most)
             state.run, state.after = timed[0].run, after
@@ -208,6 +211,7 @@ class Worker:
         if state is None or state.done or state.error:
             return {"error": "no timed point prepared"}
         policy = repeat_policy(state.policy, self.threshold)
+        state.in_use = 1  # one launch per sample unless the sampler asks for copies
         monitor = self.runner._monitor() if self.runner._monitor else None
         try:
             if monitor is not None:

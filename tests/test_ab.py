@@ -312,3 +312,45 @@ def test_random_ab_command_lines_outside_a_repository_are_one_line(argv, tmp_pat
     assert "Traceback" not in err
     if code == 2:
         assert len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_each_repeat_checks_the_copies_its_own_closure_ran(tmp_path, monkeypatch):
+    """R (launches per sample over rotating copies) is chosen afresh each repeat; the check after timing
+    must poison and check the copies that repeat ran, not every copy cloned so far."""
+    import dataclasses
+
+    from bench import ab_worker, sweep, timing
+    from bench.sweep import timing_record
+    from tests import fake_node
+    from tests.fake_gpu import FakeGpu
+
+    monkeypatch.setattr(device, "detect", fake_node._target)
+    monkeypatch.setattr(device, "ClockMonitor", fake_node._Monitor)
+    monkeypatch.setattr(sweep, "CudaBackend", lambda l2_bytes, flush=None: FakeGpu(seed=0))
+    launches = iter((3, 2, 3))
+
+    def scripted(run, backend, policy, copies=None, figure=None, after=None):
+        count = next(launches)
+        runs = copies.make(count)
+
+        def replay():
+            for each in runs:
+                each()
+
+        m = timing.summarize([1e-4 * (1 + 0.01 * i) for i in range(6)], converged=True, launch="graph",
+                             warmup_runs=2, launches_per_sample=count)
+        return dataclasses.replace(m, after_check=after(replay))
+
+    monkeypatch.setattr(timing, "measure", scripted)
+    config = {"interpret": False, "threshold": 0.03, "seed": 1, "out": str(tmp_path / "head.csv"), "command": "",
+              "policy": timing_record(timing.SamplingPolicy(warmup_s=0.0)), "revision": {},
+              "selection": {"suite": None, "kernel": "copy", "impl": "triton", "dtype": "fp32", "axis": ["N=4097"]}}
+    worker = ab_worker.Worker(config, lambda message: None)
+    assert worker.prepare(worker.keys[0])["status"] == "ok"
+    answers = [worker.repeat() for _ in range(3)]
+    assert all("error" not in a for a in answers), answers
+    assert [a["samples"] for a in answers] == [18, 12, 18]  # samples × launches per sample
+    assert worker.finish()["status"] == "ok"
+    worker.stop()
+    row = load_csv(tmp_path / "head.csv").iloc[0]
+    assert row["status"] == "ok" and row["samples"] == 18 and row["median_s"] == pytest.approx(1.025e-4)
