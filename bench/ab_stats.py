@@ -37,7 +37,7 @@ Sequential: after ``min_blocks`` blocks the verdict is taken after every block, 
 first decisive one (slower, faster, no change) or at ``max_blocks``. The looks cost error rate; the
 one-sided level (99.5 %: a 99 % interval), the floors on ``s`` and 16 blocks at most are set by
 simulation (tests/ab_sim.py: 2 % sample noise, ±4 % drift between runs and over time): A/A false alarms
-0.4 % of points, a 3 % slowdown found in 99.5 %, ≈ 1.8–2.0 single runs' worth of samples.
+0.3 % of points, a 3 % slowdown found in 99.3 %, ≈ 1.9–2.05 single runs' worth of GPU time.
 """
 
 from __future__ import annotations

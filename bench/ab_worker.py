@@ -191,12 +191,14 @@ class Worker:
             state.done = True
 
     def _warm_up(self, state: Prepared) -> None:
-        """The point's full warm-up once (clocks up, caches compiled), as a single run does before sampling."""
+        """The point's warm-up, once: the warm-up runs and half a single run's warm-up time per side, so the
+        two sides together spend what one run does (the gate has compiled it; from here the sides
+        alternate and keep the GPU busy, its clocks up)."""
         import time
 
         backend, policy = self.runner.backend, state.policy
         began, runs = time.perf_counter(), 0
-        while runs < policy.warmup_runs or time.perf_counter() - began < policy.warmup_s:
+        while runs < policy.warmup_runs or time.perf_counter() - began < policy.warmup_s / 2:
             state.run()
             backend.synchronize()
             runs += 1

@@ -11,7 +11,9 @@ sides share the device and its clock, as two processes on one GPU do.
 A repeat is the real stopping rule's statistic (``bench.stats.median_ci_rel``) applied to samples
 drawn in growing batches; one plain run of the point (the comparison for the time budget) is the
 sweep's default rule (≥ 10 samples, median CI ≤ 0.5 %) on the same noise without drift — the
-cheapest a single run can be, so the ratio is conservative. Costs count sampled and warm-up launches.
+cheapest a single run can be, so the ratio is conservative. Costs count sampled and warm-up launches
+(the time model's 1 ms kernel: a run's 20 ms warm-up is 20 launches); the correctness gate, run once
+per side, is not counted.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from bench.stats import median_ci_rel
 
 KERNEL_S = 1e-3
 REPEAT_MIN_SAMPLES = 6
-REPEAT_WARMUP = 2
-RUN_WARMUP = 3
+REPEAT_WARMUP = 2 + 1  # the repeat's warm-up runs, and the sampler's first (graph-upload) replay
+RUN_WARMUP = 20 + 1  # a single run: 20 ms of warm-up (≥ 3 runs), and the first replay
+POINT_WARMUP = 2 * 10  # the A/B's once-per-point warm-up: half a run's warm-up time per side
 RUN_MIN_SAMPLES = 10
 RUN_MAX_NOISE = 0.005
 MAX_SAMPLES = 3000  # a single run's timeout (3 s of 1 ms samples)
@@ -101,7 +104,7 @@ def ab_point(model: Model, seed: int, slowdown: float, rule: AbRule) -> tuple[Es
     def measure(side: Side) -> Repeat:
         return repeat(device, 1 + slowdown if side is Side.HEAD else 1.0, rule.threshold, cost)
 
-    return judge(measure, rule, random.Random(seed)), cost.launches
+    return judge(measure, rule, random.Random(seed)), cost.launches + POINT_WARMUP
 
 
 @dataclass(frozen=True)
