@@ -76,8 +76,8 @@ def summary(outcomes, facts: dict, code: int) -> str:
         f"{device.get('name') or 'GPU'} `{facts.get('gpu', '')}`")
     counts = {v: sum(o.verdict is v for o in outcomes) for v in Verdict}
     lines = [f"## rooflab ab: {headline(code, outcomes)}", "",
-             f"**BASE** {facts['base']} → **HEAD** {facts['head']} · {where} · threshold {facts['threshold']:.0%} · "
-             f"{level} intervals · seed {facts['seed']}", "",
+             f"**BASE** {facts['base']} → **HEAD** {facts['head']} · {where} · "
+             f"threshold {facts['threshold']:.0%} · {level} intervals · seed {facts['seed']}", "",
              "; ".join(f"{n} {v.value}" for v, n in counts.items() if n) +
              f" ({len(outcomes)} point{'s' * (len(outcomes) != 1)}).", ""]
     floor = noise_floor([o.estimate for o in outcomes if o.estimate is not None])

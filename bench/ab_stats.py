@@ -197,8 +197,9 @@ def estimate(blocks: Sequence[Block], rule: AbRule) -> Estimate:
         verdict, why = Verdict.NO_CHANGE, ""
     else:
         verdict = Verdict.INCONCLUSIVE
-        why = (f"after {n} blocks the interval {math.expm1(lo):+.1%}…{math.expm1(hi):+.1%} spans both no change and a "
-               f"{rule.threshold:.0%} change: block contrasts spread {spread:.1%} (noise or drift between repeats)")
+        why = (f"after {n} blocks the interval {math.expm1(lo):+.1%}…{math.expm1(hi):+.1%} spans both no change "
+               f"and a {rule.threshold:.0%} change: block contrasts spread {spread:.1%} "
+               "(noise or drift between repeats)")
     return Estimate(n, math.exp(mean), math.exp(lo), math.exp(hi), spread, verdict, why,
                     float(np.sqrt(np.mean(r ** 2))))
 

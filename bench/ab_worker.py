@@ -9,8 +9,8 @@ pinned to one GPU by ``CUDA_VISIBLE_DEVICES`` (set by the coordinator).
 Protocol: JSON lines. The coordinator writes requests on stdin; the worker answers on the stdout it
 was started with (anything the kernels or libraries print goes to stderr instead):
 
-    → {"op": "prepare", "key": [...]}   skip rules, correctness gate, warm-up  ← {"status": ok|failed|skipped, "error"}
-    → {"op": "repeat"}                  one short sample set of the prepared point  ← {"median_s", "samples", "ci_rel"}
+    → {"op": "prepare", "key": [...]}   skip rules, gate, warm-up  ← {"status": ok|failed|skipped, "error"}
+    → {"op": "repeat"}                  one short sample set  ← {"median_s", "samples", "ci_rel"} or {"error"}
     → {"op": "finish", "why": ...}      the point's row (its repeats pooled; untimed: skipped, why) written
     → {"op": "stop"}                    sidecar finished, exit 0
 
