@@ -8,7 +8,9 @@ decides (:mod:`bench.ab_stats`). Each side's rows form a results file (``base.cs
 each a run ``rooflab report`` reads); the markdown summary (:mod:`bench.ab_report`) goes to
 ``summary.md`` and stdout. Exit 0: no regression; 1: a regression (slower, or HEAD fails the gate
 where BASE passes); 2: could not judge (bad input, points missing on a side, BASE failing the gate,
-a worker that cannot start) — named.
+a worker that cannot start) — named. A worker that dies (a lost CUDA context) fails the point on its
+side — HEAD's is a regression, BASE's is not judged — and a fresh worker takes the next point; a side
+whose worker dies twice in a row is given up, its remaining points not judged.
 
 Under ``--interpret`` (no GPU) the verdict is on correctness alone.
 """
@@ -47,7 +49,7 @@ class AbOptions:
     command: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """One point's result: the verdict, why, the estimate when timed, each side's row figures."""
 
@@ -245,8 +247,9 @@ class SideFailed(Exception):
 
 
 def _point(workers: dict, key: tuple, name: str, options: AbOptions, facts: dict) -> Outcome:
-    outcome = Outcome(key, name, Verdict.NO_CHANGE)
-    status = {}
+    """Gate both sides, time them in blocks unless the gate settled it, write both rows."""
+    status: dict = {}
+    estimate = None
     try:
         for side in Side:
             try:
@@ -254,28 +257,25 @@ def _point(workers: dict, key: tuple, name: str, options: AbOptions, facts: dict
             except WorkerDied as exc:
                 raise SideFailed(side, str(exc)) from None
         verdict, why = _gate_verdict(status, options.interpret)
-        if verdict is not None:
-            outcome.verdict, outcome.why = verdict, why
-        elif not options.interpret:
+        if verdict is None and options.interpret:
+            verdict, why = Verdict.NO_CHANGE, "correctness only (interpreter)"
+        elif verdict is None:
             orders = random.Random(zlib.crc32(repr((facts["seed"], key)).encode()))  # the run's seed: reproducible
-            outcome.estimate = judge(lambda side: _repeat(workers[side], side), options.rule, orders)
-            outcome.verdict, outcome.why = outcome.estimate.verdict, outcome.estimate.why
-            if outcome.verdict is Verdict.INCONCLUSIVE and outcome.estimate.high - 1 < options.rule.threshold:
-                outcome.why += f"; a {options.rule.threshold:.0%} slowdown is ruled out"
-        else:
-            outcome.why = "correctness only (interpreter)"
+            estimate = judge(lambda side: _repeat(workers[side], side), options.rule, orders)
+            verdict, why = estimate.verdict, estimate.why
+            if verdict is Verdict.INCONCLUSIVE and estimate.high - 1 < options.rule.threshold:
+                why += f"; a {options.rule.threshold:.0%} slowdown is ruled out"
     except SideFailed as exc:
-        if exc.side is Side.HEAD:
-            outcome.verdict, outcome.why = Verdict.FAILED, f"HEAD fails: {exc.why}"
-        else:
-            outcome.verdict, outcome.why = Verdict.NOT_JUDGED, f"BASE fails: {exc.why}"
+        verdict, why = ((Verdict.FAILED, f"HEAD fails: {exc.why}") if exc.side is Side.HEAD
+                        else (Verdict.NOT_JUDGED, f"BASE fails: {exc.why}"))
+    rows = {}
     for side in Side:
         if side in status and workers[side].process is not None:
             try:
-                outcome.rows[side.value] = _ask(workers[side], {"op": "finish", "why": outcome.why})
+                rows[side.value] = _ask(workers[side], {"op": "finish", "why": why})
             except WorkerDied:
                 pass
-    return outcome
+    return Outcome(key, name, verdict, why, estimate, rows)
 
 
 def _repeat(worker: SideWorker, side: Side) -> Repeat:
