@@ -51,10 +51,12 @@ def install_kernels(root: Path) -> None:
 
 def repeat_policy(policy, threshold: float):
     """One repeat's stopping rule: a short sample set whose median is known to within the threshold
-    (the blocks' average narrows it further), a share of the point's minimum time, a short warm-up."""
+    (the blocks' average narrows it further), a share of the point's minimum samples and time (at least
+    the 6 samples the median's interval needs), a short warm-up."""
     import dataclasses
 
-    return dataclasses.replace(policy, min_samples=REPEAT_MIN_SAMPLES, max_noise=max(policy.max_noise, threshold),
+    least = max(REPEAT_MIN_SAMPLES, policy.min_samples // NOMINAL_REPEATS)
+    return dataclasses.replace(policy, min_samples=least, max_noise=max(policy.max_noise, threshold),
                                min_time_s=policy.min_time_s / NOMINAL_REPEATS,
                                timeout_s=max(policy.timeout_s / NOMINAL_REPEATS, 0.05),
                                warmup_runs=REPEAT_WARMUP_RUNS, warmup_s=0.0)
@@ -105,6 +107,8 @@ class Worker:
         options = SweepOptions(out=out, suite=config["selection"].get("suite") or "", interpret=self.interpret,
                                seed=self.seed, policy=self.policy, progress=False, command=config["command"])
         self.metadata = new_metadata(out, options, self.target, self.seed)
+        for told in ("git_commit_source", "git_commit_seen", "git_dirty_seen"):  # about the harness, not the side
+            self.metadata.pop(told, None)
         self.metadata.update(config["revision"])  # the revision measured, not the harness's checkout
         self.base = base_row(out.stem, options.suite, self.target)
         self.out = out

@@ -340,3 +340,14 @@ def test_each_repeat_checks_the_copies_its_own_closure_ran(tmp_path, monkeypatch
     worker.stop()
     row = load_csv(tmp_path / "head.csv").iloc[0]
     assert row["status"] == "ok" and row["samples"] == 18 and row["median_s"] == pytest.approx(1.025e-4)
+
+
+def test_a_repeat_is_a_short_share_of_a_single_runs_stopping_rule():
+    from bench.ab_worker import repeat_policy
+    from bench.timing import SamplingPolicy
+
+    default = repeat_policy(SamplingPolicy(), 0.03)
+    assert (default.min_samples, default.max_noise, default.warmup_runs, default.warmup_s) == (6, 0.03, 2, 0.0)
+    assert default.min_time_s == pytest.approx(0.02 / 8) and default.timeout_s == pytest.approx(3.0 / 8)
+    strict = repeat_policy(SamplingPolicy(min_samples=200, max_noise=0.05, timeout_s=0.1), 0.02)
+    assert (strict.min_samples, strict.max_noise, strict.timeout_s) == (25, 0.05, 0.05)
