@@ -256,6 +256,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_timing_options(m)
     m.set_defaults(fn=cmd_run)
+
+    from bench.ab_cli import add_parser as add_ab  # `rooflab ab`: paired A/B of two revisions (bench/ab.py)
+
+    add_ab(sub, _add_timing_options)
     return p
 
 
