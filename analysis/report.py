@@ -59,7 +59,7 @@ def _device(slug_: str, runs: pd.DataFrame, frame: pd.DataFrame) -> Device:
     roofs = DeviceRoofs(derive_ceilings(points, info.get("l2_bytes")), datasheet)
     device = Device(slug_, newest["name"], info, runs, frame, datasheet, roofs, points)
     if device.timed:
-        device.pooled, device.sweeps = fit_sweeps(points[~unsteady(points)], roofs.caps)
+        device.pooled, device.sweeps = fit_sweeps(points, roofs.caps)  # unsteady rows: drawn hollow, not fitted
     return device
 
 
