@@ -200,3 +200,18 @@ def test_one_mode_with_noise_or_outliers_is_not_called_two(noise):
     samples[::97] *= 1.5  # rare outliers: a tail, not a mode
     assert two_modes(samples) is None
     assert two_modes(np.r_[samples, 1.2 * samples]) is not None
+
+
+@pytest.mark.parametrize("halves_apart, converged", [(0.003, False), (0.001, True)])
+def test_a_slow_drift_under_the_target_is_not_converged_when_the_next_run_would_read_beyond_it(halves_apart,
+                                                                                                converged):
+    """Issue 20 §3: a 0.3 % drift between the halves passed a 0.5 % target (the old rule allowed any drift under
+    it). Kept going, it moves the next run's median by 0.6 %: not converged. A 0.1 % drift (0.2 % + the interval)
+    stays inside the target and converges."""
+    per_run = halves_apart / 100  # 200 samples: the halves' medians sit 100 launches apart
+    gpu = FakeGpu(duration=lambda g: 10e-6 * (1.0 + per_run * g.runs) * (1 + 2e-4 * math.sin(g.runs)))
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**{**QUICK, "min_samples": 200, "timeout_s": 0.02}))
+    assert m.ci_rel < 0.001  # a narrow interval: only the drift can refuse it
+    assert m.converged is converged, m.warning
+    if not converged:
+        assert "drift" in m.warning and "next run" in m.warning
