@@ -219,6 +219,8 @@ class Runner:
         else:
             m = measure(timed[0].run, self.backend, policy, copies, figure, after)
             clock, throttle = None, ""
+        if m.retaken:  # samples thrown away for throttling and taken again: counted in the row (no schema change)
+            throttle = f"{throttle} retaken:{m.retaken}".strip()
         flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
         return {
             "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": m.cv, "ci_rel": m.ci_rel,

@@ -53,6 +53,9 @@ class FlushMode(str, Enum):
     ZERO = "zero"  # zero a 2×L2 buffer only: L2 ends dirty, written back during the next sample
 
 
+THROTTLE_RETAKES = 4  # batches taken while the GPU reported throttling that are discarded and retaken, at most
+THROTTLE_RECOVERY_S = 0.5  # host time to wait for the clocks to recover before a retake, at most
+THROTTLE_POLL_S = 0.01
 DRIFT_NOISE = 2.0  # the halves' medians differ by up to 2·ci from noise alone (95 %)
 HOLD_MARGIN_S = 20e-6  # device time a hold adds beyond the batch's measured enqueue time
 MAX_HOLD_S = 0.05  # a batch is cut so that one hold of at most this covers its enqueueing
@@ -85,6 +88,9 @@ class Backend(Protocol):
     # Optional (a backend without them is timed by events alone):
     # trace() -> context manager yielding a list of timeline.KernelRecord, filled when the block ends;
     # mark() -> enqueue the bracket kernel timeline.MARK_NAME.
+    # Optional (without them no sample is retaken for throttling):
+    # throttled() -> the clock-lowering reasons (other than idle) the GPU reported since the last call, "" if none;
+    # sleep(seconds) -> wait on the host while the clocks recover.
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,8 @@ class Measurement:
     gap_s: float = math.nan  # median idle time between consecutive kernels of one traced sample
     lead_s: float = math.nan  # median time from the bracket to the first kernel (launch / graph start-up)
     after_check: str = ""  # why the timed closure, replayed once after sampling, gave a wrong answer
+    retaken: int = 0  # samples discarded because the GPU reported throttling while they ran, and taken again
+    throttled: str = ""  # the throttle reasons of the discarded samples
 
     @property
     def overhead_s(self) -> float:
@@ -201,6 +209,9 @@ def _sample(run: Callable[[], object], backend: Backend, count: int, flush: bool
             mark()
         pairs.append((start, end))
     enqueue_s = (backend.host_time() - began) / count
+    release = getattr(backend, "release", None)
+    if hold_s > 0 and callable(release):  # the whole batch is enqueued: let the hold go
+        release()
     backend.synchronize()
     return [start.elapsed_s(end) / per_sample for start, end in pairs], enqueue_s
 
@@ -250,6 +261,14 @@ class _Traces:
     gaps: list[float] = dataclasses.field(default_factory=list)
     leads: list[float] = dataclasses.field(default_factory=list)
 
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.samples), len(self.gaps), len(self.leads)
+
+    def rewind(self, to: tuple[int, int, int]) -> None:
+        """Drop what the batches since ``mark()`` added (a batch discarded for throttling)."""
+        if self.on:
+            del self.samples[to[0]:], self.gaps[to[1]:], self.leads[to[2]:]
+
     def add(self, traced: KernelPass | None, launches: int) -> None:
         if traced is None:  # one unreadable trace and the whole point is timed by events: no mixed figures
             self.on, self.samples = False, []
@@ -268,6 +287,40 @@ def _batch(sample_fn, backend: Backend, count: int, flush: bool, hold_s: float, 
         times, enqueue_s = _sample(sample_fn, backend, count, flush, hold_s, launches, mark=backend.mark)
     traces.add(closure_pass(records, count), launches)
     return times, enqueue_s
+
+
+@dataclass
+class _Throttle:
+    """Samples taken while the GPU reported throttling: discarded, and retaken once the clocks recover (as nvbench
+    does), at most THROTTLE_RETAKES batches a point; past that the samples stand and the row's throttle says so."""
+
+    backend: Backend
+    retakes: int = 0
+    discarded: int = 0
+    reasons: set = dataclasses.field(default_factory=set)
+
+    def _now(self) -> str:
+        ask = getattr(self.backend, "throttled", None)
+        return ask() if callable(ask) else ""
+
+    def start(self) -> None:
+        self._now()  # forget what was reported before sampling began (warm-up, the graph's upload)
+
+    def discard(self, count: int) -> bool:
+        """Whether the batch of ``count`` samples just taken must be retaken; waits for the clocks if so."""
+        reason = self._now()
+        if not reason or self.retakes >= THROTTLE_RETAKES:
+            return False
+        self.retakes += 1
+        self.discarded += count
+        self.reasons |= set(reason.split())
+        sleep = getattr(self.backend, "sleep", None)
+        began = self.backend.host_time()
+        while callable(sleep) and self.backend.host_time() - began < THROTTLE_RECOVERY_S:
+            sleep(THROTTLE_POLL_S)
+            if not self._now():
+                break
+        return True
 
 
 def _judge(samples: list[float], policy: SamplingPolicy, tick: float = 0.0) -> tuple[bool, str]:
@@ -353,12 +406,22 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
     samples: list[float] = []
     batch = policy.min_samples
     tick = (0.0 if traces.on and figure is TimeFigure.KERNEL else EVENT_TICK_S) / launches
+    throttle = _Throttle(backend)
+    throttle.start()
     while True:
         if traces.on:
             batch = max(1, min(batch, TRACE_MAX_KERNELS // launches))
         hold = 1.5 * enqueue_s * batch + HOLD_MARGIN_S
         before = backend.host_time()
+        traced_so_far = traces.mark()
         times, enqueue_s = _batch(sample_fn, backend, batch, flush, hold, launches, traces)
+        if throttle.discard(len(times)):
+            if backend.host_time() - began < policy.timeout_s:
+                traces.rewind(traced_so_far)
+                continue
+            if samples:  # out of time: the point ends on what it had before the throttled batch
+                traces.rewind(traced_so_far)
+                times = []
         samples += times
         judged = traces.samples if traces.on and figure is TimeFigure.KERNEL else samples
         enough = len(samples) >= policy.min_samples and sum(samples) * launches >= policy.min_time_s
@@ -373,7 +436,9 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
         coverable = int(MAX_HOLD_S / (1.5 * max(enqueue_s, 1e-9)))
         batch = max(1, min(len(samples), budget, coverable, policy.max_samples - len(samples)))
     checked = after(sample_fn) if after is not None else ""
-    return _figures(samples, traces, figure, policy, enough, after_check=checked, launch=launch, warmup_runs=warmups, launches_per_sample=launches)
+    measured = _figures(samples, traces, figure, policy, enough, after_check=checked, launch=launch,
+                        warmup_runs=warmups, launches_per_sample=launches)
+    return dataclasses.replace(measured, retaken=throttle.discarded, throttled=" ".join(sorted(throttle.reasons)))
 
 
 def tuning_benchmark(backend: Backend, kernel_call: Callable[[], object], budget_s: float = 3e-3,

@@ -215,3 +215,26 @@ def test_a_slow_drift_under_the_target_is_not_converged_when_the_next_run_would_
     assert m.converged is converged, m.warning
     if not converged:
         assert "drift" in m.warning and "next run" in m.warning
+
+
+def test_samples_taken_while_throttled_are_discarded_and_retaken_after_the_clocks_recover():
+    """Issue 20 §3 (nvbench): a thermal episode slows the first batches 1.5×; they are thrown away, the host waits
+    for the clocks, and the row is timed at full clock with the discarded count and reason kept."""
+    episode = ((0.0, 3e-3, "sw_thermal", 1.5),)
+    gpu = FakeGpu(cold_s=10e-6, noise=0.002, throttle=episode)
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK))
+    assert m.median_s == pytest.approx(10e-6, rel=0.01)
+    assert m.retaken >= 10 and m.throttled == "sw_thermal" and gpu.sleeps >= 1
+    blind = FakeGpu(cold_s=10e-6, noise=0.002, throttle=episode)
+    blind.throttled = None  # a backend that cannot say: the throttled samples stand
+    assert measure(blind.kernel, blind, SamplingPolicy(**QUICK)).median_s > 12e-6
+
+
+def test_a_throttle_that_never_ends_costs_a_bounded_number_of_retakes():
+    from bench.timing import THROTTLE_RETAKES
+
+    gpu = FakeGpu(cold_s=10e-6, throttle=((0.0, math.inf, "hw_slowdown", 2.0),))
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**{**QUICK, "timeout_s": 10.0}))
+    assert m.samples >= 10 and m.median_s == pytest.approx(20e-6)  # the throttled figure, kept and flagged
+    assert m.retaken == THROTTLE_RETAKES * 10 and m.throttled == "hw_slowdown"
+    assert gpu.host < THROTTLE_RETAKES * 0.6  # each wait for the clocks is bounded too
