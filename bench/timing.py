@@ -8,9 +8,11 @@ One sample: [L2 flush (untimed)] → start event → R launches → end event; t
 R = 1 unless one launch is shorter than ``short_below_s``: then R launches over R rotating copies
 of the inputs (together past 2× L2 in cold mode, so every launch still finds nothing in L2) are
 replayed from one CUDA graph per sample, so the 0.5 µs event resolution and the launch gaps stay
-out of the figure. Each batch of samples starts behind a device-side hold long enough for the host
-to enqueue the whole batch, so host submission latency never enters a sample (nvbench's blocking
-kernel, as a timed spin).
+out of the figure. Each batch of samples starts behind a device-side hold that the host releases once
+it has enqueued the whole batch (nvbench's blocking kernel: ``hold`` then ``release``), so host
+submission latency never enters a sample however slowly the host goes; the hold ends by itself after
+:func:`hold_timeout` should the release never come. A backend without ``release`` spins for the
+estimated enqueue time instead.
 
 Stopping rule: sample in growing batches until the median's 95 % confidence interval (order
 statistics) is within ``max_noise`` of the median and the first and second halves of the samples
@@ -61,6 +63,12 @@ HOLD_MARGIN_S = 20e-6  # device time a hold adds beyond the batch's measured enq
 MAX_HOLD_S = 0.05  # a batch is cut so that one hold of at most this covers its enqueueing
 
 
+def hold_timeout(seconds: float) -> float:
+    """How long a released hold may spin when no release comes (a lost flag write must not hang the GPU): a
+    few times the batch's estimated enqueue time, at least 20 ms for a host that stalls, at most 1 s."""
+    return min(max(4.0 * seconds, 0.02), 1.0)
+
+
 class Marker(Protocol):
     def record(self) -> None: ...
 
@@ -75,8 +83,8 @@ class Backend(Protocol):
     def flush_l2(self) -> None: ...
 
     def hold(self, seconds: float) -> None:
-        """Keep the device busy for ``seconds`` (enqueued, returns at once): work enqueued behind it
-        runs back to back however slowly the host submits it."""
+        """Keep the device busy (enqueued, returns at once) until ``release()``, or for ``seconds`` on a backend
+        without it: work enqueued behind the hold runs back to back however slowly the host submits it."""
 
     def synchronize(self) -> None: ...
 
@@ -88,6 +96,8 @@ class Backend(Protocol):
     # Optional (a backend without them is timed by events alone):
     # trace() -> context manager yielding a list of timeline.KernelRecord, filled when the block ends;
     # mark() -> enqueue the bracket kernel timeline.MARK_NAME.
+    # Optional: release() -> end the pending hold (the batch is enqueued); hold(seconds) then waits for it, for
+    # at most hold_timeout(seconds).
     # Optional (without them no sample is retaken for throttling):
     # throttled() -> the clock-lowering reasons (other than idle) the GPU reported since the last call, "" if none;
     # sleep(seconds) -> wait on the host while the clocks recover.

@@ -177,9 +177,11 @@ class FakeGpu:
         if not self.released_by_host:
             self._enqueue(seconds, host_cost=self.host_overhead_s, name="spin_kernel")
             return
+        from bench.timing import hold_timeout
+
         self.host += self.host_overhead_s
         start = max(self.device_free, self.host)
-        self._pending_hold = (start, start + seconds, [])
+        self._pending_hold = (start, start + hold_timeout(seconds), [])
 
     def release(self) -> None:
         self.host += self.host_overhead_s

@@ -238,3 +238,61 @@ def test_a_throttle_that_never_ends_costs_a_bounded_number_of_retakes():
     assert m.samples >= 10 and m.median_s == pytest.approx(20e-6)  # the throttled figure, kept and flagged
     assert m.retaken == THROTTLE_RETAKES * 10 and m.throttled == "hw_slowdown"
     assert gpu.host < THROTTLE_RETAKES * 0.6  # each wait for the clocks is bounded too
+
+
+def _slowing_host(released_by_host: bool, release: bool = True) -> FakeGpu:
+    """A host that submits 15× slower once sampling is under way (a busy CPU, a GC pause): a hold sized from the
+    warm-up's enqueue time ends before the batch is enqueued and the host's gaps enter the samples."""
+    def duration(g):
+        if g.runs == 8:
+            g.host_overhead_s = 30e-6
+        return 10e-6
+
+    gpu = FakeGpu(flush_s=0.0, host_overhead_s=2e-6, duration=duration, released_by_host=released_by_host,
+                  traceable=False)
+    if not release:
+        gpu.release = None
+    return gpu
+
+
+def test_the_hold_is_released_by_the_host_after_enqueueing_so_a_slow_host_leaves_no_gaps():
+    """Issue 20 §3: the hold releases on a flag the host writes after enqueueing, not a spin sized once."""
+    policy = SamplingPolicy(**{**QUICK, "min_samples": 40, "timeout_s": 0.05}, l2=L2Mode.WARM, graph=GraphMode.NEVER)
+    released = _slowing_host(True)
+    m = measure(released.kernel, released, policy)
+    assert m.median_s == pytest.approx(10e-6, rel=0.01) and m.p80_s == pytest.approx(10e-6, rel=0.01)
+    # each hold ended when the host released it, right after its batch was enqueued: never at the timeout
+    assert len(released.hold_spans) == released.holds >= 2
+    assert all(0 < end - start < 0.01 for start, end in released.hold_spans)
+    first = _first_batch(_slowing_host(True), policy)
+    assert max(first) == pytest.approx(10e-6)  # the slow host's stretch left no gap inside a sample
+    spun = _first_batch(_slowing_host(False), policy)  # the old spin, sized from the warm-up's enqueue time
+    assert max(spun) > 25e-6
+
+
+def _first_batch(gpu, policy) -> list[float]:
+    """The samples of the first timed batch (the one the warm-up's enqueue time sized the hold for)."""
+    import bench.timing as timing
+
+    batches, sample = [], timing._sample
+
+    def spy(*args, **kwargs):
+        times, enqueue_s = sample(*args, **kwargs)
+        batches.append(times)
+        return times, enqueue_s
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timing, "_sample", spy)
+        measure(gpu.kernel, gpu, policy)
+    return next(b for b in batches if len(b) == policy.min_samples)
+
+
+def test_a_hold_whose_release_never_comes_ends_at_its_timeout():
+    from bench.timing import hold_timeout
+
+    gpu = _slowing_host(True, release=False)
+    policy = SamplingPolicy(**{**QUICK, "min_samples": 20, "timeout_s": 0.05}, l2=L2Mode.WARM, graph=GraphMode.NEVER)
+    m = measure(gpu.kernel, gpu, policy)
+    assert m.samples >= 20  # no hang: every hold ended by itself
+    assert gpu.hold_spans and all(end - start <= hold_timeout(1.0) for start, end in gpu.hold_spans)
+    assert max(end - start for start, end in gpu.hold_spans) >= 0.02  # it waited its full timeout
