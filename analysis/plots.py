@@ -255,7 +255,8 @@ def _point_legend(kernels, impls):
     handles += [Line2D([], [], color="#333333", marker=impl_marker(i), linestyle="", markerfacecolor="none",
                        label=f"impl: {i}") for i in impls]
     handles.append(Line2D([], [], color="#333333", marker="o", linestyle="", markerfacecolor="none",
-                          markersize=4, label="hollow: not converged or throttled,\nor warm L2 and fits in L2 (not fitted)"))
+                          markersize=4,
+                          label="hollow: not converged or throttled,\nor warm L2 and fits in L2 (not fitted)"))
     return handles
 
 
@@ -391,21 +392,3 @@ def _bandwidth_roofs(ax, dram: list[Ceiling], l2: Ceiling | None, l2_bytes: floa
         ax.axvline(l2_bytes, color=ROOF_COLOURS[2], linestyle=":", lw=1)
         ax.text(l2_bytes * 1.05, 0.02, f"L2 size {si(l2_bytes, 'B')}", fontsize=7, color=ROOF_COLOURS[2],
                 transform=ax.get_xaxis_transform(), va="bottom")
-
-
-def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "fraction of the roof") -> Path:
-    """A (row label × batch) table of values in [0, ~1] as a colour grid with the numbers written in."""
-    figure = _figure(2.6 + 0.55 * max(len(table.columns), 1), 1.3 + 0.3 * max(len(table.index), 1), layout="constrained")
-    ax = figure.add_subplot()
-    values = table.to_numpy(dtype=float)
-    image = ax.imshow(values, aspect="auto", cmap="cividis", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(table.columns)), [plain(float(c)) for c in table.columns], fontsize=7)
-    ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=7)
-    for (i, j), value in np.ndenumerate(values):
-        if np.isfinite(value):
-            ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6,
-                    color="white" if value < 0.55 else "black")
-    ax.set_xlabel("batch")
-    figure.colorbar(image, ax=ax, label=f"{label} (0–1; numbers in %)")
-    ax.set_title(title, fontsize=9)
-    return save(figure, path)

@@ -1,4 +1,5 @@
-"""PNG figures of measured sweeps: fit panels, fraction of the roof vs batch, speed-ups, device ratios."""
+"""PNG figures of measured sweeps: fit panels, fraction of the roof vs batch, speed-ups, device ratios, the
+efficiency heatmap."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import (BASELINE_COLOUR, _figure, _legend_outside, family_colour, impl_marker, legend_with_unsteady,
-                            log_axis, measured_line, save, si, steady_median, time_axis, unsteady_flags,
+                            log_axis, measured_line, plain, save, si, steady_median, time_axis, unsteady_flags,
                             unsteady_handle)
 from analysis.roofline import Roof, predicted_time
 from analysis.sweeps import SweepFit, roof_knee
@@ -292,8 +293,8 @@ DISTINCT = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#
 
 def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
     """Median time ratio (slow / fast device) vs batch: one colour per series (kernel impl dtype), Triton solid and
-    the baseline dashed, marker = dtype; per batch the median over the steady points, hollow where only unsteady ones (either device's row not converged
-    or throttled) were measured; reference
+    the baseline dashed, marker = dtype; per batch the median over the steady points, hollow where only unsteady
+    ones (either device's row not converged or throttled) were measured; reference
     ratios as black lines or a grey band. Rows without a batch (size sweeps, square GEMMs) are in the table only."""
     figure = _figure(11, 5.2)
     ax = figure.add_axes((0.07, 0.12, 0.56, 0.78))
@@ -318,4 +319,22 @@ def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]]
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
     legend_with_unsteady(ax, title="kernel impl dtype (dashed: baseline)")
+    return save(figure, path)
+
+
+def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "fraction of the roof") -> Path:
+    """A (row label × batch) table of values in [0, ~1] as a colour grid with the numbers written in."""
+    figure = _figure(2.6 + 0.55 * max(len(table.columns), 1), 1.3 + 0.3 * max(len(table.index), 1), layout="constrained")
+    ax = figure.add_subplot()
+    values = table.to_numpy(dtype=float)
+    image = ax.imshow(values, aspect="auto", cmap="cividis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(table.columns)), [plain(float(c)) for c in table.columns], fontsize=7)
+    ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=7)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if value < 0.55 else "black")
+    ax.set_xlabel("batch")
+    figure.colorbar(image, ax=ax, label=f"{label} (0–1; numbers in %)")
+    ax.set_title(title, fontsize=9)
     return save(figure, path)

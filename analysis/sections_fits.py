@@ -181,7 +181,7 @@ def efficiency_section(device: Device, out_dir: Path) -> str:
     out.append(table(["kernel", "impl", "dtype", "points", "median", "best", "best point"], summary))
     grid = efficiency_grid(points)
     if not grid.empty:
-        out.append(figure(out_dir / "efficiency.png", lambda p: plots.heatmap(
+        out.append(figure(out_dir / "efficiency.png", lambda p: plots_sweeps.heatmap(
             grid, p, f"{device.name}: median fraction of the roof over shapes"), "efficiency heatmap"))
     return "\n".join(out)
 

@@ -32,6 +32,11 @@ def _time(seconds: float | None) -> str:
     return f"{seconds * 1e3:.3f} ms" if seconds < 1 else f"{seconds:.3f} s"
 
 
+def _set_by(p: PointVerdict) -> str:
+    """The deciding term, with the unsteady side's reason where that decided it."""
+    return (p.decided_by or "-") + (f" ({p.error})" if p.error and p.ratio is not None else "")
+
+
 def _table(points: list[PointVerdict]) -> list[str]:
     header = ("verdict", "kernel", "impl", "dtype", "point", "base", "new", "ratio", "bound", "set by")
     lines = [header]
@@ -39,7 +44,7 @@ def _table(points: list[PointVerdict]) -> list[str]:
         ratio = f"{p.ratio:.3f} ({p.ratio - 1:+.1%})" if p.ratio is not None else p.error or "failed"
         bound = f"±{p.bound:.1%}" if p.bound is not None else "-"
         lines.append((p.verdict.value, p.kernel, p.impl, p.dtype, p.point(), _time(p.base_s), _time(p.new_s),
-                      ratio, bound, (p.decided_by or "-") + (f" ({p.error})" if p.error and p.ratio is not None else "")))
+                      ratio, bound, _set_by(p)))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header) - 1)]
     return ["  ".join([*(str(c).ljust(w) for c, w in zip(line, widths)), str(line[-1])]).rstrip()
             for line in lines]

@@ -48,7 +48,7 @@ FAMILY_SPREAD = {"copy": 0.01, "read": 0.01, "write": 0.01, "triad": 0.01, "fma"
                  "qgemv": 0.015, "dequant": 0.015, "gemm": 0.02, "qgemm": 0.02, "attn_prefill": 0.02,
                  "attn_decode": 0.03, "launch": 0.05}
 SIMULATED_SEEDS = 16  # simulated samplings averaged per spread
-HOST_SHARE = 1.05  # sampling wall time over device time: batch syncs and event reads (the batches' doubling is simulated)
+HOST_SHARE = 1.05  # sampling wall time over device time: batch syncs, event reads (the doubling is simulated)
 ENQUEUE_S = 15e-6  # host time to enqueue one sample (flush, events, launch)
 TUNE_BUDGET_S = 3e-3  # tuning_benchmark's kernel-time budget per config
 TUNE_HOST_S = 0.004  # host work per config benchmarked (closures, events, sync)

@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from bench.stats import drift_rel, median_ci_rel, robust_cv, two_modes
+from bench.retake import THROTTLE_RETAKES, Retakes  # noqa: F401 (THROTTLE_RETAKES: the bound, public here)
+from bench.stats import median_ci_rel, robust_cv, stopping_rule
 from bench.timeline import KernelPass, TimeFigure, Timer, closure_pass
 
 
@@ -55,10 +56,6 @@ class FlushMode(str, Enum):
     ZERO = "zero"  # zero a 2×L2 buffer only: L2 ends dirty, written back during the next sample
 
 
-THROTTLE_RETAKES = 4  # batches taken while the GPU reported throttling that are discarded and retaken, at most
-THROTTLE_RECOVERY_S = 0.5  # host time to wait for the clocks to recover before a retake, at most
-THROTTLE_POLL_S = 0.01
-DRIFT_NOISE = 2.0  # the halves' medians differ by up to 2·ci from noise alone (95 %)
 HOLD_MARGIN_S = 20e-6  # device time a hold adds beyond the batch's measured enqueue time
 MAX_HOLD_S = 0.05  # a batch is cut so that one hold of at most this covers its enqueueing
 
@@ -299,54 +296,9 @@ def _batch(sample_fn, backend: Backend, count: int, flush: bool, hold_s: float, 
     return times, enqueue_s
 
 
-@dataclass
-class _Throttle:
-    """Samples taken while the GPU reported throttling: discarded, and retaken once the clocks recover (as nvbench
-    does), at most THROTTLE_RETAKES batches a point; past that the samples stand and the row's throttle says so."""
-
-    backend: Backend
-    retakes: int = 0
-    discarded: int = 0
-    reasons: set = dataclasses.field(default_factory=set)
-
-    def _now(self) -> str:
-        ask = getattr(self.backend, "throttled", None)
-        return ask() if callable(ask) else ""
-
-    def start(self) -> None:
-        self._now()  # forget what was reported before sampling began (warm-up, the graph's upload)
-
-    def discard(self, count: int) -> bool:
-        """Whether the batch of ``count`` samples just taken must be retaken; waits for the clocks if so."""
-        reason = self._now()
-        if not reason or self.retakes >= THROTTLE_RETAKES:
-            return False
-        self.retakes += 1
-        self.discarded += count
-        self.reasons |= set(reason.split())
-        sleep = getattr(self.backend, "sleep", None)
-        began = self.backend.host_time()
-        while callable(sleep) and self.backend.host_time() - began < THROTTLE_RECOVERY_S:
-            sleep(THROTTLE_POLL_S)
-            if not self._now():
-                break
-        return True
-
-
 def _judge(samples: list[float], policy: SamplingPolicy, tick: float = 0.0) -> tuple[bool, str]:
     """The stopping rule on ``samples``: (met, why not). ``tick``: the timer's resolution per launch."""
-    modes = two_modes(samples, tick)
-    if modes is not None and (modes[2] - modes[1]) > policy.max_noise * float(np.median(samples)):
-        share, fast, slow = modes
-        return False, (f"two modes: {share:.0%} of samples at {fast * 1e6:.3g} µs, {1 - share:.0%} at "
-                       f"{slow * 1e6:.3g} µs (the median sits between them)")
-    ci, drift = median_ci_rel(samples), drift_rel(samples)
-    if drift > DRIFT_NOISE * ci and ci + 2 * drift > policy.max_noise:
-        return False, (f"samples drift {drift:.2%} between the first and second half (throttling or clock changes?): "
-                       f"the next run would read {2 * drift:.2%} away, beyond the {policy.max_noise:.2%} target")
-    if not ci <= policy.max_noise:
-        return False, f"median's 95 % CI ±{ci:.2%} above the {policy.max_noise:.2%} target at timeout"
-    return True, ""
+    return stopping_rule(samples, policy.max_noise, tick)
 
 
 def _nanmedian(values: list[float]) -> float:
@@ -416,7 +368,7 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
     samples: list[float] = []
     batch = policy.min_samples
     tick = (0.0 if traces.on and figure is TimeFigure.KERNEL else EVENT_TICK_S) / launches
-    throttle = _Throttle(backend)
+    throttle = Retakes(backend)
     throttle.start()
     while True:
         if traces.on:
