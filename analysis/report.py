@@ -198,7 +198,8 @@ def _unsteady_summary(devices) -> str:
     listed = "; ".join(f"{d.name} (`{d.slug}`): {n} of {len(d.points)}" for d, n in counts)
     return (f"**Not converged or thermally throttled:** {listed} timed rows — their stopping rule was not met "
             "(two modes, drift, or a wide interval at the timeout) or heat or a hardware slowdown held the clocks "
-            "down. They stay in the tables but are left out of the measured ceilings and the fits.\n")
+            "down. They stay in the tables, are drawn hollow in every figure, and are left out of the measured "
+            "ceilings and the fits.\n")
 
 
 def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[Path, str]] | None = None,
