@@ -92,6 +92,8 @@ class CudaBackend:
         self._pending = False
         self._cycles_per_s: float | None = None  # the fallback spin's calibration, made when first needed
         self.hold_error = ""  # why the hold is a timed spin rather than released by the host
+        self._nvml = None  # (module, handle) once looked up; False where NVML cannot say
+        self._violations: dict[int, int] = {}
         self.trace_error = ""  # why kernel traces are unavailable, once they failed
         if os.environ.get("ROOFLAB_KERNEL_TIMER") == "0":  # events only: where the profiler misbehaves
             self.trace = self.mark = None
@@ -138,6 +140,39 @@ class CudaBackend:
         self._pending = False
         with self._torch.cuda.stream(self._release_stream):
             self._hold_flag.fill_(self._generation)
+
+    def throttled(self) -> str:
+        """NVML's clock-lowering reasons now, and any violation counter that moved since the last call ("" when
+        NVML cannot say): what the sampler retakes a batch for."""
+        from bench import device
+
+        if self._nvml is None:
+            nvml = device._nvml()
+            try:
+                self._nvml = (nvml, device.nvml_handle(nvml, self._torch.cuda.current_device())) if nvml else False
+            except Exception:
+                self._nvml = False
+        if not self._nvml:
+            return ""
+        nvml, handle = self._nvml
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        try:
+            names = set(device.throttle_names(int(reasons(handle))))
+        except Exception:
+            return ""
+        for policy, name in device._VIOLATIONS.items():
+            try:
+                spent = int(nvml.nvmlDeviceGetViolationStatus(handle, policy).violationTime)
+            except Exception:
+                continue
+            if spent > self._violations.get(policy, spent):
+                names.add(name)
+            self._violations[policy] = spent
+        return " ".join(sorted(names))
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def synchronize(self) -> None:
         self._torch.cuda.synchronize()

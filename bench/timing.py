@@ -176,6 +176,7 @@ class Measurement:
     after_check: str = ""  # why the timed closure, replayed once after sampling, gave a wrong answer
     retaken: int = 0  # samples discarded because the GPU reported throttling while they ran, and taken again
     throttled: str = ""  # the throttle reasons of the discarded samples
+    retake_clean: bool = True  # every kept sample was taken unthrottled (False: the retakes ran out)
 
     @property
     def overhead_s(self) -> float:
@@ -384,6 +385,8 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
             if samples:  # out of time: the point ends on what it had before the throttled batch
                 traces.rewind(traced_so_far)
                 times = []
+            else:  # out of time with nothing else: the throttled batch stands
+                throttle.clean = False
         samples += times
         judged = traces.samples if traces.on and figure is TimeFigure.KERNEL else samples
         enough = len(samples) >= policy.min_samples and sum(samples) * launches >= policy.min_time_s
@@ -400,7 +403,8 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
     checked = after(sample_fn) if after is not None else ""
     measured = _figures(samples, traces, figure, policy, enough, after_check=checked, launch=launch,
                         warmup_runs=warmups, launches_per_sample=launches)
-    return dataclasses.replace(measured, retaken=throttle.discarded, throttled=" ".join(sorted(throttle.reasons)))
+    return dataclasses.replace(measured, retaken=throttle.discarded, throttled=" ".join(sorted(throttle.reasons)),
+                               retake_clean=throttle.clean)
 
 
 def tuning_benchmark(backend: Backend, kernel_call: Callable[[], object], budget_s: float = 3e-3,

@@ -167,3 +167,24 @@ def test_the_cuda_hold_falls_back_to_a_timed_spin_where_its_kernel_cannot_run(mo
     backend.release()
     assert "no inline PTX" in backend.hold_error and sleeps == [2_000_000, 2_000_000]
     assert int(backend._hold_flag) == 0
+
+
+def test_the_cuda_backend_reports_nvml_throttle_reasons_and_violations_since_its_last_call():
+    import types
+
+    from bench.cuda_backend import CudaBackend
+
+    state = {"mask": 0x1, "thermal_ns": 100}  # idle only, a thermal violation counter at 100 ns
+    nvml = types.SimpleNamespace(
+        nvmlDeviceGetCurrentClocksEventReasons=lambda handle: state["mask"],
+        nvmlDeviceGetViolationStatus=lambda handle, policy: types.SimpleNamespace(
+            violationTime=state["thermal_ns"] if policy == 1 else 0))
+    backend = object.__new__(CudaBackend)
+    backend._nvml, backend._violations = (nvml, "handle"), {}
+    assert backend.throttled() == ""  # idle is no throttling; the first call only reads the counters
+    state["thermal_ns"] = 5_000  # held down by heat between two calls, though the clocks are back now
+    assert backend.throttled() == "thermal"
+    state["mask"] = 0x1 | 0x20 | 0x4
+    assert backend.throttled() == "sw_power_cap sw_thermal"
+    backend._nvml = False  # NVML cannot say: nothing is retaken
+    assert backend.throttled() == ""

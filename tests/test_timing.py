@@ -296,3 +296,11 @@ def test_a_hold_whose_release_never_comes_ends_at_its_timeout():
     assert m.samples >= 20  # no hang: every hold ended by itself
     assert gpu.hold_spans and all(end - start <= hold_timeout(1.0) for start, end in gpu.hold_spans)
     assert max(end - start for start, end in gpu.hold_spans) >= 0.02  # it waited its full timeout
+
+
+def test_a_power_cap_is_the_cards_steady_state_and_is_not_retaken():
+    gpu = FakeGpu(cold_s=10e-6, throttle=((0.0, math.inf, "sw_power_cap", 1.2),))
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK))
+    assert m.retaken == 0 and m.retake_clean and m.median_s == pytest.approx(12e-6)
+    exhausted = FakeGpu(cold_s=10e-6, throttle=((0.0, math.inf, "sw_thermal", 1.2),))
+    assert not measure(exhausted.kernel, exhausted, SamplingPolicy(**QUICK)).retake_clean
