@@ -14,15 +14,24 @@ from analysis.sections import Device
 from analysis.tables import device_ratios
 
 
+def _square(frame: pd.DataFrame) -> pd.Series:
+    """Square problems (M = N = K, a "square." preset): the tensor-core ceilings' sizes, not a batch."""
+    if not {"M", "N", "K"} <= set(frame.columns):
+        return pd.Series(False, index=frame.index)
+    label = frame["label"].fillna("").astype(str) if "label" in frame else pd.Series("", index=frame.index)
+    return label.str.startswith("square") & (frame["M"] == frame["N"]) & (frame["M"] == frame["K"])
+
+
 def _batch_of(frame: pd.DataFrame) -> pd.Series:
-    """Each row's batch (M or batch axis); NaN for size sweeps (stream kernels), which are not plotted by batch."""
+    """Each row's batch (M or batch axis); NaN for size sweeps (stream kernels) and square GEMMs, which are not
+    plotted by batch."""
     batch = pd.Series(np.nan, index=frame.index)
     for kernel in frame["kernel"].unique():
         axis = batch_axis(frame, kernel)
         if axis in BATCH_AXES:
             mask = frame["kernel"] == kernel
             batch[mask] = frame.loc[mask, axis]
-    return batch
+    return batch.where(~_square(frame))
 
 
 def comparison(slow: Device, fast: Device, out_dir: Path) -> str:

@@ -4,7 +4,9 @@ Only the plots*.py modules import matplotlib, and only inside functions: each fi
 ``matplotlib.figure.Figure`` drawn by the Agg canvas, so no global backend or pyplot state is touched.
 Conventions (/work/shared/notes/figures.md): colour = kernel family (Okabe–Ito, colour-blind safe),
 marker = implementation, roofs in black/grey and labelled in place with value, unit and ridge point,
-measured solid and datasheet dashed, legends outside the data, units on every axis.
+measured solid and datasheet dashed, legends outside the data, units on every axis. A measured point whose
+time is not to be trusted (not converged, or throttled by heat: ``analysis.frames.unsteady``) is drawn hollow in
+every figure, and the legend says so.
 """
 
 from __future__ import annotations
@@ -26,11 +28,55 @@ FAMILY_COLOURS = {
     "copy": OKABE_ITO[0], "triad": OKABE_ITO[1], "read": OKABE_ITO[2], "write": OKABE_ITO[4],
     "dequant": OKABE_ITO[3],
 }
-DEVICE_COLOURS = {"a100-80gb-sxm": OKABE_ITO[5], "h100-sxm": OKABE_ITO[0], "h200-sxm": OKABE_ITO[1],
+# one hue per device (A100 sky blue beside H100 blue read as one device): blue, vermillion, green, olive, purple
+DEVICE_COLOURS = {"a100-80gb-sxm": OKABE_ITO[6], "h100-sxm": OKABE_ITO[0], "h200-sxm": OKABE_ITO[1],
                   "b200": OKABE_ITO[2], "gb300": OKABE_ITO[3], "b300": OKABE_ITO[4]}
 IMPL_MARKERS = {"triton": "o", "torch": "s", "torch_dequant": "^"}
 ROOF_COLOURS = ("#000000", "#555555", "#888888")  # roofs never take a point colour
 BASELINE_COLOUR = "#555555"
+
+
+UNSTEADY_LABEL = "hollow: not converged\nor throttled"
+
+
+def unsteady_flags(rows: pd.DataFrame) -> np.ndarray:
+    """The rows' ``unsteady`` column as booleans (all False where a table does not carry it)."""
+    if "unsteady" not in rows:
+        return np.zeros(len(rows), dtype=bool)
+    return rows["unsteady"].fillna(False).to_numpy(bool)
+
+
+def steady_median(rows: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
+    """Median of ``value`` per ``by`` over the steady rows; where every row at a ``by`` is unsteady, the median of
+    those, flagged ``unsteady`` (drawn hollow). One shaky shape among a dozen does not hollow the whole batch."""
+    flags = pd.Series(unsteady_flags(rows), index=rows.index)
+    out = {}
+    for key, group in rows.groupby(by, sort=True):
+        steady = group[~flags[group.index]]
+        out[key] = (steady if len(steady) else group)[value].median(), not len(steady)
+    return pd.DataFrame.from_dict(out, orient="index", columns=[value, "unsteady"])
+
+
+def unsteady_handle(colour: str = "#333333", marker: str = "o", label: str = UNSTEADY_LABEL):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=colour, marker=marker, linestyle="", markerfacecolor="none", label=label)
+
+
+def measured_line(ax, x, y, hollow, *, color, marker, linestyle="-", markersize=3.5, lw=1.0, label=None, **kwargs):
+    """Measured points joined in order: filled markers, hollow (face 'none') where ``hollow`` (unsteady rows)."""
+    x, y, hollow = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(hollow, dtype=bool)
+    ax.plot(x, y, linestyle=linestyle, marker=marker, markevery=np.flatnonzero(~hollow).tolist(), color=color,
+            markersize=markersize, lw=lw, label=label, **kwargs)
+    if hollow.any():
+        ax.plot(x[hollow], y[hollow], linestyle="", marker=marker, color=color, markerfacecolor="none",
+                markersize=markersize, **kwargs)
+
+
+def legend_with_unsteady(ax, title: str | None = None) -> None:
+    """The axes' own legend entries, then what a hollow marker means, outside the data."""
+    handles, _ = ax.get_legend_handles_labels()
+    _legend_outside(ax, [*handles, unsteady_handle()], title)
 
 
 def family_colour(kernel: str) -> str:
@@ -209,7 +255,8 @@ def _point_legend(kernels, impls):
     handles += [Line2D([], [], color="#333333", marker=impl_marker(i), linestyle="", markerfacecolor="none",
                        label=f"impl: {i}") for i in impls]
     handles.append(Line2D([], [], color="#333333", marker="o", linestyle="", markerfacecolor="none",
-                          markersize=4, label="hollow: warm L2, fits in L2"))
+                          markersize=4,
+                          label="hollow: not converged or throttled,\nor warm L2 and fits in L2 (not fitted)"))
     return handles
 
 
@@ -311,9 +358,9 @@ def bandwidth(sweeps: list[SweepFit], dram: list[Ceiling], l2: Ceiling | None, l
         rows = sweep.rows.sort_values("bytes")
         x = rows["bytes"].to_numpy(float)
         y = (rows["bytes"] / rows["median_s"]).to_numpy() / 1e9
-        style = "--" if sweep.l2 == "warm" else "-"
-        ax.plot(x, y, style, color=family_colour(sweep.kernel), marker=impl_marker(sweep.impl), markersize=3.5,
-                linewidth=1, label=f"{sweep.kernel} {sweep.impl} {sweep.dtype} ({sweep.l2 or 'cold'} L2)")
+        measured_line(ax, x, y, unsteady_flags(rows), linestyle="--" if sweep.l2 == "warm" else "-",
+                      color=family_colour(sweep.kernel), marker=impl_marker(sweep.impl),
+                      label=f"{sweep.kernel} {sweep.impl} {sweep.dtype} ({sweep.l2 or 'cold'} L2)")
         xs += list(x)
         ys += list(y[np.isfinite(y) & (y > 0)])
     low, high = (min(xs) / 2, max(xs) * 2) if xs else (1e3, 1e10)
@@ -327,7 +374,7 @@ def bandwidth(sweeps: list[SweepFit], dram: list[Ceiling], l2: Ceiling | None, l
     ax.set_ylabel("achieved bandwidth (GB/s, log)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="kernel impl dtype (L2)")
+    legend_with_unsteady(ax, title="kernel impl dtype (L2)")
     return save(figure, path)
 
 
@@ -345,21 +392,3 @@ def _bandwidth_roofs(ax, dram: list[Ceiling], l2: Ceiling | None, l2_bytes: floa
         ax.axvline(l2_bytes, color=ROOF_COLOURS[2], linestyle=":", lw=1)
         ax.text(l2_bytes * 1.05, 0.02, f"L2 size {si(l2_bytes, 'B')}", fontsize=7, color=ROOF_COLOURS[2],
                 transform=ax.get_xaxis_transform(), va="bottom")
-
-
-def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "fraction of the roof") -> Path:
-    """A (row label × batch) table of values in [0, ~1] as a colour grid with the numbers written in."""
-    figure = _figure(2.6 + 0.55 * max(len(table.columns), 1), 1.3 + 0.3 * max(len(table.index), 1), layout="constrained")
-    ax = figure.add_subplot()
-    values = table.to_numpy(dtype=float)
-    image = ax.imshow(values, aspect="auto", cmap="cividis", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(table.columns)), [plain(float(c)) for c in table.columns], fontsize=7)
-    ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=7)
-    for (i, j), value in np.ndenumerate(values):
-        if np.isfinite(value):
-            ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6,
-                    color="white" if value < 0.55 else "black")
-    ax.set_xlabel("batch")
-    figure.colorbar(image, ax=ax, label=f"{label} (0–1; numbers in %)")
-    ax.set_title(title, fontsize=9)
-    return save(figure, path)

@@ -1,8 +1,10 @@
-"""PNG figures of measured sweeps: fit panels, fraction of the roof vs batch, speed-ups, device ratios."""
+"""PNG figures of measured sweeps: fit panels, fraction of the roof vs batch, speed-ups, device ratios, the
+efficiency heatmap."""
 
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -10,7 +12,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.plots import (BASELINE_COLOUR, _figure, _legend_outside, family_colour, impl_marker, log_axis, save, si, time_axis)
+from analysis.plots import (BASELINE_COLOUR, _figure, _legend_outside, family_colour, impl_marker, legend_with_unsteady,
+                            log_axis, measured_line, plain, save, si, steady_median, time_axis, unsteady_flags,
+                            unsteady_handle)
 from analysis.roofline import Roof, predicted_time
 from analysis.sweeps import SweepFit, roof_knee
 
@@ -43,8 +47,9 @@ def _series_style(sweep: SweepFit) -> dict:
 def _fit_text(sweep: SweepFit) -> str:
     fit = sweep.fit
     who = sweep.impl + (" (warm L2)" if sweep.l2 == "warm" else "")
-    if fit.n_points < 3:
-        return f"{who}: not fitted ({fit.n_points} usable points)"
+    if fit.refused:  # the reason on the panel, not a row of dashes
+        reason = re.sub(r"\(a fit needs (\d+):[^)]*\)", r"(a fit needs \1)", fit.refused.removeprefix("refused: "))
+        return "\n  ".join(textwrap.wrap(f"{who}: fit refused: {reason}", 64))
     bw = si(fit.bandwidth, "B/s") if np.isfinite(fit.bandwidth) else "–"
     if np.isfinite(fit.peak):
         peak = si(fit.peak, "FLOP/s")
@@ -127,6 +132,7 @@ def _fit_legend(ax, sweeps: list[SweepFit]) -> None:
     if any(np.isfinite(s.knee) for s in sweeps):
         handles.append(Line2D([], [], linestyle="", marker="|", markersize=9, mew=1.6, color="#333333",
                               label="fitted knee"))
+    handles.append(unsteady_handle(label="hollow: not converged or\nthrottled, or warm L2 and\nin L2 (not fitted)"))
     _legend_outside(ax, handles, "impl")
 
 
@@ -161,8 +167,8 @@ def fit_panels(sweeps: list[SweepFit], path: Path, title: str, roof: Roof | None
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     more = f" — first {len(shown)} of {len(names)} shapes (all in fits.csv)" if len(names) > len(shown) else ""
-    caption = ("median time, bars p20–p80; line: fit (|: its knee); dotted: the device roofline; hollow: warm L2 "
-               "and in L2 (not fitted); one time scale for all panels")
+    caption = ("median time, bars p20–p80; line: fit (|: its knee); dotted: the device roofline; hollow: not fitted "
+               "(not converged or throttled, or warm L2 and in L2); one time scale for all panels")
     # about 14 characters per inch at 9 pt: a figure of one or two panels wraps the caption instead of cutting it
     caption = "\n".join(textwrap.wrap(caption, int(figure.get_figwidth() * 14)))
     figure.suptitle(f"{title}{more}\n{caption}", fontsize=9)
@@ -211,7 +217,7 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
             x = rows[sweep.batch].to_numpy(float)
             style = _series_style(sweep)
             fraction = bound / rows["median_s"].to_numpy(float)
-            ax.plot(x, np.minimum(fraction, 1.04), markersize=3.5, lw=1, **style, label=sweep.impl)
+            measured_line(ax, x, np.minimum(fraction, 1.04), unsteady_flags(rows), label=sweep.impl, **style)
             fast, slow = bound / rows["p20_s"].to_numpy(float), bound / rows["p80_s"].to_numpy(float)
             ax.fill_between(x, np.minimum(slow, 1.04), np.minimum(fast, 1.04), color=style["color"], alpha=0.15,
                             linewidth=0)
@@ -235,7 +241,7 @@ def fraction_of_roof(sweeps: list[SweepFit], roof_of: Callable[[str, str], Roof]
 
     impls = list(dict.fromkeys(s.impl for s in sweeps))
     handles = [Line2D([], [], **_series_style(next(s for s in sweeps if s.impl == i)), label=i) for i in impls]
-    _legend_outside(axes.flat[columns - 1], handles, "impl")
+    _legend_outside(axes.flat[columns - 1], [*handles, unsteady_handle()], "impl")
     return save(figure, path)
 
 
@@ -259,7 +265,8 @@ def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Pa
     for index, (series, rows) in enumerate(table.groupby("series", sort=False)):
         rows = rows.sort_values("batch")
         colour = OKABE_ITO[index % 7]
-        ax.plot(rows["batch"], rows["speedup"], "-", marker="o", color=colour, markersize=3, label=series)
+        measured_line(ax, rows["batch"], rows["speedup"], unsteady_flags(rows), color=colour, marker="o", markersize=3,
+                      label=series)
         ideal = _ideal_speedup(rows)
         if ideal is not None:
             ax.plot(rows["batch"], ideal, "--", color=colour, lw=1,
@@ -274,27 +281,32 @@ def speedup(table: pd.DataFrame, crossovers: dict, path: Path, title: str) -> Pa
     ax.set_ylabel("speed-up over fp16 cuBLAS (torch.matmul), ×")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="series (dashed: ideal, dotted: crossover)" if IDEAL in table else
-                    "series (dotted: crossover)")
+    legend_with_unsteady(ax, title="series (dashed: ideal, dotted: crossover)" if IDEAL in table else
+                         "series (dotted: crossover)")
     return save(figure, path)
 
 
-def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
-    """Median time ratio (slow / fast device) vs batch: one colour per kernel × dtype, line = impl (Triton solid,
-    baseline dashed), marker = dtype; reference ratios as black lines or a grey band."""
-    from analysis.plots import OKABE_ITO
+# Okabe–Ito's seven, then Paul Tol's muted set: up to 15 series in distinct colours (black: the references)
+DISTINCT = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#B8A000",
+            "#882255", "#44AA99", "#332288", "#999933", "#AA4499", "#661100", "#6699CC", "#117733")
 
+
+def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]], path: Path, title: str) -> Path:
+    """Median time ratio (slow / fast device) vs batch: one colour per series (kernel impl dtype), Triton solid and
+    the baseline dashed, marker = dtype; per batch the median over the steady points, hollow where only unsteady
+    ones (either device's row not converged or throttled) were measured; reference
+    ratios as black lines or a grey band. Rows without a batch (size sweeps, square GEMMs) are in the table only."""
     figure = _figure(11, 5.2)
     ax = figure.add_axes((0.07, 0.12, 0.56, 0.78))
     table = table[table["batch"].notna()]
     dtype_markers = dict(zip(sorted(table["dtype"].unique()), ("o", "s", "^", "D", "v")))
-    # family colours alone drew gemm bf16, fp16 and fp32 in one orange; black is kept for the references
-    pairs = sorted(set(zip(table["kernel"], table["dtype"])))
-    colours = {pair: OKABE_ITO[index % 7] for index, pair in enumerate(pairs)}
+    series = sorted(set(zip(table["kernel"], table["impl"], table["dtype"])))
+    colours = {key: DISTINCT[index % len(DISTINCT)] for index, key in enumerate(series)}
     for (kernel, impl, dtype), rows in table.groupby(["kernel", "impl", "dtype"], sort=True):
-        rows = rows.groupby("batch")["ratio"].median()
-        ax.plot(rows.index, rows.values, "-" if impl == TRITON else "--", marker=dtype_markers[dtype],
-                color=colours[(kernel, dtype)], markersize=3.5, lw=1.1, label=f"{kernel} {impl} {dtype}")
+        by_batch = steady_median(rows, "batch", "ratio")
+        measured_line(ax, by_batch.index, by_batch["ratio"], unsteady_flags(by_batch),
+                      linestyle="-" if impl == TRITON else "--", marker=dtype_markers[dtype],
+                      color=colours[(kernel, impl, dtype)], lw=1.1, label=f"{kernel} {impl} {dtype}")
     for (name, (low, high)), style in zip(references.items(), ("--", "-.", ":")):
         if high > low:
             ax.axhspan(low, high, color="grey", alpha=0.15, label=name)
@@ -302,9 +314,27 @@ def device_ratio(table: pd.DataFrame, references: dict[str, tuple[float, float]]
             ax.axhline(low, color="black", linestyle=style, lw=1, label=f"{name}: {low:.3g}×")
     ax.axhline(1.0, color="black", linewidth=0.8)
     log_axis(ax, "x", 2)
-    ax.set_xlabel("batch")
+    ax.set_xlabel("batch (M or sequences)")
     ax.set_ylabel("time ratio (×); > 1: faster on the second device")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="major", alpha=0.2)
-    _legend_outside(ax, title="kernel impl dtype (colour: kernel × dtype, dashed: baseline)")
+    legend_with_unsteady(ax, title="kernel impl dtype (dashed: baseline)")
+    return save(figure, path)
+
+
+def heatmap(table: pd.DataFrame, path: Path, title: str, label: str = "fraction of the roof") -> Path:
+    """A (row label × batch) table of values in [0, ~1] as a colour grid with the numbers written in."""
+    figure = _figure(2.6 + 0.55 * max(len(table.columns), 1), 1.3 + 0.3 * max(len(table.index), 1), layout="constrained")
+    ax = figure.add_subplot()
+    values = table.to_numpy(dtype=float)
+    image = ax.imshow(values, aspect="auto", cmap="cividis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(table.columns)), [plain(float(c)) for c in table.columns], fontsize=7)
+    ax.set_yticks(range(len(table.index)), [str(i) for i in table.index], fontsize=7)
+    for (i, j), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if value < 0.55 else "black")
+    ax.set_xlabel("batch")
+    figure.colorbar(image, ax=ax, label=f"{label} (0–1; numbers in %)")
+    ax.set_title(title, fontsize=9)
     return save(figure, path)

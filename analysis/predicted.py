@@ -66,6 +66,15 @@ def layer_shapes(models: tuple[Model, ...] | None = None) -> list[LayerShape]:
     return [LayerShape(n, k, tuple(names)) for (n, k), names in found.items()]
 
 
+def models_by_shapes(models: tuple[Model, ...] | None = None) -> list[tuple[Model, ...]]:
+    """The presets grouped by their set of projection shapes (llama2-70b and llama3-70b have the same layers:
+    one group, one figure), in the order the first of each group is defined."""
+    groups: dict[frozenset, list[Model]] = {}
+    for model in models or preset_models():
+        groups.setdefault(frozenset(model.projections().values()), []).append(model)
+    return [tuple(group) for group in groups.values()]
+
+
 def linear_time(shape: LayerShape, device: Datasheet, dtype: str, batches) -> np.ndarray:
     itemsize = PRECISIONS[dtype]
     flops, nbytes = linear_cost(batches, shape.n, shape.k, itemsize, 2 if dtype == "fp8" else itemsize)

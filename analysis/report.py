@@ -59,7 +59,7 @@ def _device(slug_: str, runs: pd.DataFrame, frame: pd.DataFrame) -> Device:
     roofs = DeviceRoofs(derive_ceilings(points, info.get("l2_bytes")), datasheet)
     device = Device(slug_, newest["name"], info, runs, frame, datasheet, roofs, points)
     if device.timed:
-        device.pooled, device.sweeps = fit_sweeps(points[~unsteady(points)], roofs.caps)
+        device.pooled, device.sweeps = fit_sweeps(points, roofs.caps)  # unsteady rows: drawn hollow, not fitted
     return device
 
 
@@ -198,7 +198,8 @@ def _unsteady_summary(devices) -> str:
     listed = "; ".join(f"{d.name} (`{d.slug}`): {n} of {len(d.points)}" for d, n in counts)
     return (f"**Not converged or thermally throttled:** {listed} timed rows — their stopping rule was not met "
             "(two modes, drift, or a wide interval at the timeout) or heat or a hardware slowdown held the clocks "
-            "down. They stay in the tables but are left out of the measured ceilings and the fits.\n")
+            "down. They stay in the tables, are drawn hollow in every figure, and are left out of the measured "
+            "ceilings and the fits.\n")
 
 
 def build_report(results_dir: Path | str, out_dir: Path | str, bad: list[tuple[Path, str]] | None = None,

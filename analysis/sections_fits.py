@@ -44,7 +44,7 @@ def roofline_section(device: Device, out_dir: Path) -> str:
         device.sweeps, plot_ceilings(device), p, f"{device.name}: empirical roofline (MEASURED points)"), "roofline")
     return "\n".join(["## Roofline\n",
                       "Points: measured medians, one marker shape per impl, one colour per family, each series joined "
-                      "in batch order; hollow = warm L2 and fits in L2 (left out of the fits). Roofs: measured solid, "
+                      "in batch order; hollow = left out of the fits: not converged or throttled by heat, or warm L2 and fits in L2. Roofs: measured solid, "
                       "datasheet dashed, each labelled with its value; dots mark the ridge points. Zero-FLOP "
                       "kernels are in the bandwidth figure below.\n", image])
 
@@ -115,9 +115,10 @@ def fit_section(device: Device, out_dir: Path) -> str:
     fits_table(device.pooled, device.sweeps).to_csv(out_dir / FITS_CSV, index=False)
     out = ["## Fits: t = t0 + max(bytes/BW_eff, flops/P_eff)\n",
            "Least squares on relative error (robust, numpy). A series is a kernel × impl × dtype × L2 mode × shape "
-           "(preset label and every axis but the swept one), across launch modes (graph and stream). Only points "
-           "that ran with a warm L2 and fit in it are left out (their bytes came from L2); cold-L2 points of any "
-           f"size are fitted. ± is the relative standard error (Huber-robust noise scale, widened for few points: "
+           "(preset label and every axis but the swept one), across launch modes (graph and stream). Left out (and "
+           "drawn hollow): points that ran with a warm L2 and fit in it (their bytes came from L2), and points not "
+           "converged or throttled by heat; cold-L2 points of any size are fitted. ± is the relative standard "
+           "error (Huber-robust noise scale, widened for few points: "
            f"the truth lies inside ±2σ in about 95 % of fits); – means the points cannot determine the parameter "
            f"(see notes). Each shape takes its own t0. A fit with fewer than 4 points, or whose figures the "
            f"physical roof forbids, is refused (why: column `why` of fits.csv). Every fit, with its points used and left out and why: [{FITS_CSV}]({FITS_CSV}).\n",
@@ -181,7 +182,7 @@ def efficiency_section(device: Device, out_dir: Path) -> str:
     out.append(table(["kernel", "impl", "dtype", "points", "median", "best", "best point"], summary))
     grid = efficiency_grid(points)
     if not grid.empty:
-        out.append(figure(out_dir / "efficiency.png", lambda p: plots.heatmap(
+        out.append(figure(out_dir / "efficiency.png", lambda p: plots_sweeps.heatmap(
             grid, p, f"{device.name}: median fraction of the roof over shapes"), "efficiency heatmap"))
     return "\n".join(out)
 

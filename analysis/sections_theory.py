@@ -10,6 +10,7 @@ import pandas as pd
 
 from analysis import plots, plots_theory, predicted
 from analysis.devices import get
+from analysis.frames import unsteady
 from analysis.markdown import number, quantity, slug, table
 from analysis.sections import Device, figure
 
@@ -28,7 +29,8 @@ def measured_linear(devices: list[Device]) -> pd.DataFrame:
                              & device.points["dtype"].isin(STAND_IN_DTYPES)]
         if rows.empty or not {"M", "N", "K"} <= set(rows.columns):
             continue
-        frames.append(rows[["impl", "M", "N", "K", "median_s"]].assign(device=device.datasheet.key))
+        frames.append(rows[["impl", "M", "N", "K", "median_s"]].assign(device=device.datasheet.key,
+                                                                         unsteady=unsteady(rows)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -54,8 +56,9 @@ def measured_attention(devices: list[Device]) -> pd.DataFrame:
             frames.append(prefill.assign(x=prefill[seq], device=device.datasheet.key, context=np.nan))
     if not frames:
         return pd.DataFrame()
-    keep = ["device", "kernel", "impl", "heads", "kv_heads", "head_dim", "x", "context", "causal", "median_s"]
-    return pd.concat([f.reindex(columns=keep) for f in frames], ignore_index=True)
+    keep = ["device", "kernel", "impl", "heads", "kv_heads", "head_dim", "x", "context", "causal", "median_s",
+            "unsteady"]
+    return pd.concat([f.assign(unsteady=unsteady(f)).reindex(columns=keep) for f in frames], ignore_index=True)
 
 
 def _digest(frame: pd.DataFrame) -> str:
@@ -123,13 +126,14 @@ def predicted_page(devices_measured: list[Device], out_dir: Path) -> Path:
         out.append(f"### {dtype} ({'W8A8 fp8 tensor cores, output bf16' if dtype == 'fp8' else 'bf16 tensor cores'})\n")
         out.append(table(["layer", "N × K", *[f"knee M, {d.name}" for d in sheets],
                           *[f"time at M=1, {d.name}" for d in sheets[:3]]], rows))
-    for model in predicted.preset_models():
-        shapes = predicted.layer_shapes((model,))
-        name = slug(f"predicted-layers-{model.name}") + ".png"
-        out.append(figure(out_dir / name, lambda p, shapes=shapes, model=model: plots.cached(
-            f"layers {model} {keys} {_digest(linear_measured)}", p, lambda q: plots_theory.layer_curves(
-                shapes, sheets, linear_measured, q, f"{model.name}: projection time vs batch (bf16)")),
-            f"predicted layer times: {model.name}"))
+    for models in predicted.models_by_shapes():
+        shapes = predicted.layer_shapes(models)
+        names = " = ".join(m.name for m in models)
+        name = slug("predicted-layers-" + "+".join(m.name for m in models)) + ".png"
+        out.append(figure(out_dir / name, lambda p, shapes=shapes, models=models, names=names: plots.cached(
+            f"layers {models} {keys} {_digest(linear_measured)}", p, lambda q: plots_theory.layer_curves(
+                shapes, sheets, linear_measured, q, f"{names}: projection time vs batch (bf16)")),
+            f"predicted layer times: {names}"))
     out += ["## Attention shapes\n",
             "Decode attention reads every cached K and V byte once per step: its FLOP/byte tends to the GQA group "
             "size (query heads / kv heads), far below any ridge, so it has no knee — its time grows with the batch "

@@ -2,8 +2,10 @@
 
 A series is one kernel × impl × dtype × L2 mode × preset label × every axis but the swept one
 (:mod:`analysis.frames`). The launch mode (CUDA-graph replay or stream, picked per point at ~100 µs)
-does not split a series: one shape's batch sweep is one fit. A point is left out of a fit only when its
-bytes cannot have come from DRAM (warm L2 and a footprint that fits in it); the reason is kept per row.
+does not split a series: one shape's batch sweep is one fit. A point is left out of a fit when its bytes
+cannot have come from DRAM (warm L2 and a footprint that fits in it) or its time is not to be trusted (not
+converged, or throttled by heat: :func:`analysis.frames.unsteady`); the reason is kept per row, and the
+unsteady points stay in the rows so that every figure draws them (hollow).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.fit import Fit, fit_roofline
-from analysis.frames import LATENCY_KERNELS, batch_axis, series_labels, warm_in_l2
+from analysis.frames import LATENCY_KERNELS, batch_axis, series_labels, unsteady, warm_in_l2
 from analysis.roofline import affine_in_batch, knee_batch
 
 SWEEP_KEYS = ("kernel", "impl", "dtype", "l2")
 POOLED = "(all shapes)"
 WARM_L2_REASON = "warm L2 and the footprint fits in L2: bytes served by L2, not DRAM"
 NO_WORK_REASON = "no bytes and no FLOPs"
+UNSTEADY_REASON = "not converged or throttled (drawn hollow)"
 
 Caps = Callable[[str, str], "tuple[float | None, float | None]"]  # (kernel, dtype) -> (max BW, max peak)
 
@@ -92,7 +95,14 @@ def _exclusions(rows: pd.DataFrame) -> pd.Series:
     reason = pd.Series("", index=rows.index, dtype=object)
     reason[warm_in_l2(rows)] = WARM_L2_REASON
     reason[(rows["flops"].fillna(0) <= 0) & (rows["bytes"].fillna(0) <= 0)] = NO_WORK_REASON
+    reason[unsteady_rows(rows)] = UNSTEADY_REASON
     return reason
+
+
+def unsteady_rows(rows: pd.DataFrame) -> pd.Series:
+    """:func:`analysis.frames.unsteady` on rows that may lack the v2 columns (a frame built by hand)."""
+    defaults = {"converged": pd.array([pd.NA] * len(rows), dtype="boolean"), "throttle": ""}
+    return unsteady(rows.assign(**{c: v for c, v in defaults.items() if c not in rows.columns}))
 
 
 def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[SweepFit], list[SweepFit]]:
@@ -112,7 +122,8 @@ def fit_sweeps(points: pd.DataFrame, caps: Caps | None = None) -> tuple[list[Swe
         batch = batch_axis(kernel_rows, kernel)
         key, name = series_labels(kernel_rows, batch)
         excluded = _exclusions(kernel_rows)
-        rows = kernel_rows.assign(series_key=key, shape=name, excluded=excluded, in_fit=excluded == "")
+        rows = kernel_rows.assign(series_key=key, shape=name, excluded=excluded, in_fit=excluded == "",
+                                  unsteady=excluded == UNSTEADY_REASON)
         for group_key, group in rows.groupby(list(SWEEP_KEYS[1:]), sort=True, dropna=False):
             impl, dtype, l2 = (("" if pd.isna(k) else str(k)) for k in group_key)
             max_bandwidth, max_peak = caps(str(kernel), dtype) if caps else (None, None)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from analysis.ceilings import DeviceRoofs
 from analysis.sweeps import SweepFit
-from analysis.frames import QUANT_KERNELS, axis_columns
+from analysis.frames import QUANT_KERNELS, axis_columns, unsteady
 from analysis.roofline import efficiency
 
 QUANT_BASELINE = "torch"  # for quant families: fp16 cuBLAS on the unquantized weight
@@ -58,15 +58,32 @@ def crossover(batches, speedups) -> float:
     return float(2 ** (x0 + (1.0 - y0) * (x1 - x0) / (y1 - y0)))
 
 
+def _unsteady_column(rows: pd.DataFrame) -> pd.Series:
+    if {"converged", "throttle"} <= set(rows.columns):
+        return unsteady(rows)
+    return pd.Series(False, index=rows.index, dtype=bool)
+
+
+SPEEDUP_COLUMNS = ["series", "batch", "speedup", "ideal", "unsteady"]
+
+
 def quant_speedups(points: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Speed-up of quantized kernels over the fp16 baseline row of the same point, and crossovers per series."""
+    """Speed-up of quantized kernels over the fp16 baseline row of the same point, and crossovers per series.
+
+    ``ideal`` is the bytes ratio (baseline bytes / quantized bytes at the point): the speed-up a purely
+    memory-bound kernel would reach. ``unsteady``: either side's row was not converged or throttled."""
     rows = points[points["kernel"].isin(QUANT_KERNELS)]
     if rows.empty or "M" not in rows:
-        return pd.DataFrame(columns=["series", "batch", "speedup"]), {}
-    keys = ["kernel", "dtype", "label", *[a for a in axis_columns(rows) if rows[a].notna().any()]]
-    medians = rows.groupby([*keys, "impl"], dropna=False)["median_s"].median().unstack("impl")
+        return pd.DataFrame(columns=SPEEDUP_COLUMNS), {}
+    rows = rows.assign(unsteady=_unsteady_column(rows).astype(float))
+    keys = ["kernel", "dtype", "label", *[a for a in axis_columns(rows) if a != "unsteady" and rows[a].notna().any()]]
+    grouped = rows.groupby([*keys, "impl"], dropna=False)
+    medians = grouped["median_s"].median().unstack("impl")
     if QUANT_BASELINE not in medians:
-        return pd.DataFrame(columns=["series", "batch", "speedup"]), {}
+        return pd.DataFrame(columns=SPEEDUP_COLUMNS), {}
+    nbytes = (grouped["bytes"].median() if "bytes" in rows else grouped["median_s"].median() * np.nan
+              ).unstack("impl").reset_index()
+    shaky = grouped["unsteady"].max().unstack("impl").reset_index()
     medians = medians.reset_index()
     shape = medians["label"].fillna("").astype(str)
     if {"N", "K"} <= set(medians.columns):
@@ -80,10 +97,12 @@ def quant_speedups(points: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     for impl in (i for i in QUANT_IMPLS if i in medians):
         frame = medians[keys].assign(
             batch=medians["M"], speedup=medians[QUANT_BASELINE] / medians[impl],
+            ideal=nbytes[QUANT_BASELINE] / nbytes[impl].where(nbytes[impl] > 0),
+            unsteady=(shaky[QUANT_BASELINE].fillna(0) + shaky[impl].fillna(0)) > 0,
             series=medians["kernel"] + " " + impl + " " + medians["dtype"] + " " + shape)
         frames.append(frame[frame["speedup"].notna()])
     table = pd.concat(frames, ignore_index=True).sort_values(["series", "batch"]) if frames else pd.DataFrame(
-        columns=["series", "batch", "speedup"])
+        columns=SPEEDUP_COLUMNS)
     crossings = {s: crossover(g["batch"], g["speedup"]) for s, g in table.groupby("series", sort=False)}
     return table, crossings
 
@@ -96,15 +115,18 @@ def point_keys(rows: pd.DataFrame) -> pd.Series:
 
 
 def device_ratios(slow: pd.DataFrame, fast: pd.DataFrame, batch_of) -> pd.DataFrame:
-    """Per point measured on both devices: median time on ``slow`` / on ``fast`` (> 1: ``fast`` is faster)."""
+    """Per point measured on both devices: median time on ``slow`` / on ``fast`` (> 1: ``fast`` is faster);
+    ``unsteady`` where either device's row was not converged or throttled."""
     def medians(rows):
-        rows = rows.assign(key=point_keys(rows), sweep_batch=batch_of(rows))
+        rows = rows.assign(key=point_keys(rows), sweep_batch=batch_of(rows), shaky=_unsteady_column(rows))
         return rows.groupby("key").agg(median_s=("median_s", "median"), kernel=("kernel", "first"),
                                        impl=("impl", "first"), dtype=("dtype", "first"),
-                                       batch=("sweep_batch", "first"))
+                                       batch=("sweep_batch", "first"), unsteady=("shaky", "max"))
     slow, fast = medians(slow), medians(fast)
-    both = slow.join(fast[["median_s"]].rename(columns={"median_s": "median_s_fast"}), how="inner")
+    both = slow.join(fast[["median_s", "unsteady"]].rename(columns={"median_s": "median_s_fast",
+                                                                    "unsteady": "unsteady_fast"}), how="inner")
     both["ratio"] = both["median_s"] / both["median_s_fast"]
+    both["unsteady"] = both["unsteady"].astype(bool) | both.pop("unsteady_fast").astype(bool)
     both["series"] = both["kernel"] + " " + both["impl"] + " " + both["dtype"]
     return both.reset_index(drop=True)
 

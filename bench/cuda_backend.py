@@ -1,5 +1,11 @@
 """The CUDA backend of the timing loop: events, the L2 flush, the hold, graph capture, and kernel traces.
 
+The hold is nvbench's blocking kernel: one Triton program spinning on a device flag until the host, having
+enqueued the whole batch behind it, writes the batch's generation number into the flag from a side stream
+(:meth:`CudaBackend.release`). It also reads the GPU's global timer and gives up after
+:func:`bench.timing.hold_timeout`, so a release that never comes cannot hang the GPU. Where the kernel cannot
+be built, the hold falls back to ``torch.cuda._sleep`` for the estimated enqueue time (``hold_error`` says why).
+
 Events time what the host sees of a sample (node gaps, graph start-up and event latency included);
 ``trace`` collects the device's own start and end of every kernel through torch's profiler (CUPTI
 activity records, kernels replayed from a CUDA graph included), and ``mark`` launches the tiny Triton
@@ -18,12 +24,28 @@ import triton
 import triton.language as tl
 
 from bench.timeline import KernelRecord
-from bench.timing import FlushMode
+from bench.timing import FlushMode, hold_timeout
 
 
 @triton.jit
 def _rooflab_timeline_mark_kernel(flag_ptr):
     tl.store(flag_ptr, 1)
+
+
+@triton.jit
+def _global_time_ns():
+    return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
+
+
+@triton.jit(do_not_specialize=["generation", "timeout_ns"])
+def _rooflab_hold_kernel(flag_ptr, generation, timeout_ns):
+    """Spin while flag < generation and fewer than timeout_ns of device time have passed."""
+    start = _global_time_ns()
+    now = start
+    flag = tl.load(flag_ptr, volatile=True)
+    while (flag < generation) & (now - start < timeout_ns):
+        flag = tl.load(flag_ptr, volatile=True)
+        now = _global_time_ns()
 
 
 class _CudaMarker:
@@ -64,7 +86,14 @@ class CudaBackend:
             self._read = torch.ones(size // 4, dtype=torch.int32, device="cuda")
             self._sum = torch.empty((), dtype=torch.int64, device="cuda")
         self._flag = torch.zeros(1, dtype=torch.int32, device="cuda")
-        self._cycles_per_s = self._calibrate_sleep()
+        self._hold_flag = torch.zeros(1, dtype=torch.int32, device="cuda")
+        self._release_stream = torch.cuda.Stream()  # the release must not queue behind the hold it ends
+        self._generation = 0
+        self._pending = False
+        self._cycles_per_s: float | None = None  # the fallback spin's calibration, made when first needed
+        self.hold_error = ""  # why the hold is a timed spin rather than released by the host
+        self._nvml = None  # (module, handle) once looked up; False where NVML cannot say
+        self._violations: dict[int, int] = {}
         self.trace_error = ""  # why kernel traces are unavailable, once they failed
         if os.environ.get("ROOFLAB_KERNEL_TIMER") == "0":  # events only: where the profiler misbehaves
             self.trace = self.mark = None
@@ -90,7 +119,60 @@ class CudaBackend:
             self._torch.sum(self._read, dim=0, dtype=self._torch.int64, out=self._sum)
 
     def hold(self, seconds: float) -> None:
+        """The blocking kernel, released by :meth:`release` (at most ``hold_timeout(seconds)``); the timed spin
+        where the kernel cannot run."""
+        if not self.hold_error:
+            try:
+                self._generation += 1
+                _rooflab_hold_kernel[(1,)](self._hold_flag, self._generation, int(hold_timeout(seconds) * 1e9))
+                self._pending = True
+                return
+            except Exception as exc:  # no inline PTX here, say: spin for the estimate instead
+                self.hold_error = f"{type(exc).__name__}: {exc}"[:200]
+        if self._cycles_per_s is None:
+            self._cycles_per_s = self._calibrate_sleep()
         self._torch.cuda._sleep(int(min(seconds, 0.1) * self._cycles_per_s))
+
+    def release(self) -> None:
+        """The batch is enqueued: write the hold's generation into its flag from the side stream."""
+        if not self._pending:
+            return
+        self._pending = False
+        with self._torch.cuda.stream(self._release_stream):
+            self._hold_flag.fill_(self._generation)
+
+    def throttled(self) -> str:
+        """NVML's clock-lowering reasons now, and any violation counter that moved since the last call ("" when
+        NVML cannot say): what the sampler retakes a batch for."""
+        from bench import device
+
+        if self._nvml is None:
+            nvml = device._nvml()
+            try:
+                self._nvml = (nvml, device.nvml_handle(nvml, self._torch.cuda.current_device())) if nvml else False
+            except Exception:
+                self._nvml = False
+        if not self._nvml:
+            return ""
+        nvml, handle = self._nvml
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        try:
+            names = set(device.throttle_names(int(reasons(handle))))
+        except Exception:
+            return ""
+        for policy, name in device._VIOLATIONS.items():
+            try:
+                spent = int(nvml.nvmlDeviceGetViolationStatus(handle, policy).violationTime)
+            except Exception:
+                continue
+            if spent > self._violations.get(policy, spent):
+                names.add(name)
+            self._violations[policy] = spent
+        return " ".join(sorted(names))
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def synchronize(self) -> None:
         self._torch.cuda.synchronize()

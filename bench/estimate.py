@@ -8,8 +8,11 @@ Per point, in GPU-machine seconds (the machine is held while the host works too)
   (``bench.timing.tuning_benchmark``: one run and about 3 ms of samples, each behind an L2 flush);
 * gate — inputs, the two checked runs, the float64/fp32 reference and the element-wise check;
 * sample — warm-up and sampling under the :class:`SamplingPolicy`: R launches per sample for short
-  kernels, the flush per sample, until the median's interval meets the target (with an assumed
-  per-sample spread) or the timeout;
+  kernels, the flush per sample, until the stopping rule is met or the timeout. How many samples the
+  rule takes is learnt from the rule itself: :func:`samples_to_converge` runs ``bench.timing``'s
+  judge and batch growth on simulated samples of the family's spread (``FAMILY_SPREAD``, or spreads
+  learnt from a run's rows by :func:`spreads_from_rows`), since the closed form (2.46·σ/target)² misses
+  the batches' doubling and priced a long noisy point 2–5× too low;
 * overhead — synchronisation, the allocator, NVML, the row.
 
 Kernel times come from the device's datasheet roofline at an assumed efficiency. The figures are
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+
+import numpy as np
 
 from bench.suites import Point
 from bench.timing import FlushMode, L2Mode, SamplingPolicy
@@ -36,7 +41,14 @@ COMPILE_S = 0.6
 CACHED_LOAD_S = 0.05  # one kernel loaded from Triton's on-disk cache
 EFFICIENCY = 0.7  # fraction of the roofline a kernel reaches, for its predicted time
 LAUNCH_S = 4e-6  # per-launch floor (launch latency, tail)
-SAMPLE_SPREAD = 0.015  # assumed relative spread of single samples
+SAMPLE_SPREAD = 0.015  # assumed relative spread of single samples, for a family without its own
+# Assumed per-family spread of single samples (cv), until a run's rows say otherwise (spreads_from_rows): ragged
+# decode attention and the launch ceiling move most, streaming kernels least.
+FAMILY_SPREAD = {"copy": 0.01, "read": 0.01, "write": 0.01, "triad": 0.01, "fma": 0.01, "gemv": 0.015,
+                 "qgemv": 0.015, "dequant": 0.015, "gemm": 0.02, "qgemm": 0.02, "attn_prefill": 0.02,
+                 "attn_decode": 0.03, "launch": 0.05}
+SIMULATED_SEEDS = 16  # simulated samplings averaged per spread
+HOST_SHARE = 1.05  # sampling wall time over device time: batch syncs, event reads (the doubling is simulated)
 ENQUEUE_S = 15e-6  # host time to enqueue one sample (flush, events, launch)
 TUNE_BUDGET_S = 3e-3  # tuning_benchmark's kernel-time budget per config
 TUNE_HOST_S = 0.004  # host work per config benchmarked (closures, events, sync)
@@ -122,6 +134,38 @@ def roof_seconds(machine: Machine, kernel: str, dtype: str, flops: float, nbytes
     return max(flops / peak, nbytes / machine.bandwidth)
 
 
+@lru_cache(maxsize=512)
+def samples_to_converge(spread: float, min_samples: int, max_noise: float, max_samples: int,
+                        least: int = 1) -> float:
+    """Samples the stopping rule takes at a sample spread of ``spread`` (cv): bench.timing's own judge and batch
+    growth (min_samples, then doubling) on lognormal samples, averaged over SIMULATED_SEEDS seeds; ``least``:
+    the samples the minimum measured time asks for. Capped at ``max_samples`` (the timeout is the caller's)."""
+    from bench.timing import SamplingPolicy, _judge
+
+    policy = SamplingPolicy(min_samples=min_samples, max_noise=max_noise, max_samples=max_samples, warmup_s=0.0,
+                            min_time_s=0.0)
+    counts = []
+    for seed in range(SIMULATED_SEEDS):
+        rng = np.random.default_rng(seed)
+        samples: list[float] = []
+        batch = min_samples
+        while True:
+            samples += list(np.exp(rng.normal(0.0, spread, batch)))
+            if len(samples) >= max(min_samples, least) and _judge(samples, policy)[0]:
+                break
+            if len(samples) >= max_samples:
+                break
+            batch = max(1, min(len(samples), max_samples - len(samples)))
+        counts.append(len(samples))
+    return float(np.mean(counts))
+
+
+def spreads_from_rows(rows) -> dict[str, float]:
+    """Each family's median sample spread (cv) over a run's timed rows: the noise to price the next run with."""
+    timed = rows[(rows["status"] == "ok") & (rows["cv"] > 0)] if "cv" in rows else rows.iloc[:0]
+    return {str(k): float(v) for k, v in timed.groupby("kernel")["cv"].median().items()}
+
+
 @dataclass(frozen=True)
 class Cost:
     """Estimated seconds one point holds the machine, by phase; ``skip`` says why it would not run."""
@@ -143,9 +187,11 @@ class Cost:
 class TimeModel:
     """Estimates for points on one machine under one sampling policy (compiles shared across a plan)."""
 
-    def __init__(self, machine: Machine, policy: SamplingPolicy = SamplingPolicy(), warm_cache: bool = False):
+    def __init__(self, machine: Machine, policy: SamplingPolicy = SamplingPolicy(), warm_cache: bool = False,
+                 spreads: dict[str, float] | None = None):
         self.machine = machine
         self.policy = policy
+        self.spreads = {**FAMILY_SPREAD, **(spreads or {})}  # family -> cv of single samples
         self.warm_cache = warm_cache  # Triton's compile cache and rooflab's tune cache hold every config (reruns)
         self._compiled: set[tuple] = set()
 
@@ -209,20 +255,21 @@ class TimeModel:
         spec = registry.get(point.kernel)
         gate = GATE_FIXED_S + 2 * t + spec.flops(point.case) / REFERENCE_FLOPS + \
             3 * spec.footprint_bytes(point.case, spec.impl(point.impl)) / self.machine.bandwidth
-        return Cost(t, compile_s, tune, gate, self._sampling(t, policy, flush), POINT_FIXED_S, configs)
+        spread = self.spreads.get(point.kernel, SAMPLE_SPREAD)
+        return Cost(t, compile_s, tune, gate, self._sampling(t, policy, flush, spread), POINT_FIXED_S, configs)
 
-    def _sampling(self, t: float, policy: SamplingPolicy, flush: float) -> float:
+    def _sampling(self, t: float, policy: SamplingPolicy, flush: float, spread: float = SAMPLE_SPREAD) -> float:
         launches = 1
         if t < policy.short_below_s:
             launches = min(policy.max_launches, math.ceil(policy.sample_target_s / t))
         device = launches * t + flush
         per_sample = max(device, ENQUEUE_S)
-        needed = max(policy.min_samples, math.ceil((2.46 * SAMPLE_SPREAD / policy.max_noise) ** 2),
-                     math.ceil(policy.min_time_s / (launches * t)))
-        needed = min(needed, policy.max_samples)
+        least = math.ceil(policy.min_time_s / (launches * t))
+        needed = samples_to_converge(round(spread, 4), policy.min_samples, policy.max_noise, policy.max_samples,
+                                     min(least, policy.max_samples))
         warmup = max(policy.warmup_runs * (t + flush), policy.warmup_s)
         copies = 0.0 if launches == 1 else launches * 5e-3  # building the rotating copies' launches
-        return warmup + copies + min(policy.timeout_s, needed * per_sample * 1.2)
+        return warmup + copies + min(policy.timeout_s, needed * per_sample * HOST_SHARE)
 
     def plan(self, points: list[Point]) -> list[Cost]:
         return [self.point(p) for p in points]

@@ -56,7 +56,7 @@ METRIC_COLUMNS = (
     "graph",  # CUDA-graph policy asked for: auto / always / never
     "launch",  # what ran: "graph" (CUDA-graph replay) or "stream"
     "sm_clock_mhz",  # lowest SM clock seen while sampling (NVML); empty when NVML could not say
-    "throttle",  # clock-throttle reasons seen while sampling, "" if none
+    "throttle",  # clock-throttle reasons seen while sampling, "" if none; "retaken:N": N throttled samples retaken
     "timestamp",
     # schema 2
     "ci_rel",  # half-width of the median's 95 % confidence interval, relative to the median

@@ -74,3 +74,26 @@ def two_modes(samples: list[float] | np.ndarray, tick: float = 0.0, min_samples:
     if gap > MODE_SEPARATION * spread and gap > 2 * tick:
         return k / n, float(np.median(lower)), float(np.median(upper))
     return None
+
+
+DRIFT_NOISE = 2.0  # the halves' medians differ by up to 2·ci from noise alone (95 %)
+
+
+def stopping_rule(samples: list[float] | np.ndarray, max_noise: float, tick: float = 0.0) -> tuple[bool, str]:
+    """Whether the samples' median is known to ``max_noise``: (met, why not). ``tick``: the timer's resolution.
+
+    Not met on two modes that explain the spread; on a drift between the halves that their noise does not explain
+    (d > 2·ci) and that, going on at its rate, moves the next run's median by 2·d beyond the target
+    (ci + 2·d > max_noise); on a 95 % interval of the median wider than ``max_noise``."""
+    modes = two_modes(samples, tick)
+    if modes is not None and (modes[2] - modes[1]) > max_noise * float(np.median(samples)):
+        share, fast, slow = modes
+        return False, (f"two modes: {share:.0%} of samples at {fast * 1e6:.3g} µs, {1 - share:.0%} at "
+                       f"{slow * 1e6:.3g} µs (the median sits between them)")
+    ci, drift = median_ci_rel(samples), drift_rel(samples)
+    if drift > DRIFT_NOISE * ci and ci + 2 * drift > max_noise:
+        return False, (f"samples drift {drift:.2%} between the first and second half (throttling or clock changes?): "
+                       f"the next run would read {2 * drift:.2%} away, beyond the {max_noise:.2%} target")
+    if not ci <= max_noise:
+        return False, f"median's 95 % CI ±{ci:.2%} above the {max_noise:.2%} target at timeout"
+    return True, ""

@@ -210,6 +210,10 @@ class Runner:
         else:
             m = measure(timed[0].run, self.backend, policy, copies, figure, after)
             clock, throttle = None, ""
+        if m.retaken:  # samples thrown away for throttling and taken again: counted in the row (no schema change)
+            seen_only_by_discarded = set(m.throttled.split()) if m.retake_clean else set()
+            kept = [name for name in throttle.split() if name not in seen_only_by_discarded]
+            throttle = " ".join([*kept, f"retaken:{m.retaken}"])
         flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
         return {
             "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": m.cv, "ci_rel": m.ci_rel,

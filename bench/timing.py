@@ -8,13 +8,21 @@ One sample: [L2 flush (untimed)] → start event → R launches → end event; t
 R = 1 unless one launch is shorter than ``short_below_s``: then R launches over R rotating copies
 of the inputs (together past 2× L2 in cold mode, so every launch still finds nothing in L2) are
 replayed from one CUDA graph per sample, so the 0.5 µs event resolution and the launch gaps stay
-out of the figure. Each batch of samples starts behind a device-side hold long enough for the host
-to enqueue the whole batch, so host submission latency never enters a sample (nvbench's blocking
-kernel, as a timed spin).
+out of the figure. Each batch of samples starts behind a device-side hold that the host releases once
+it has enqueued the whole batch (nvbench's blocking kernel: ``hold`` then ``release``), so host
+submission latency never enters a sample however slowly the host goes; the hold ends by itself after
+:func:`hold_timeout` should the release never come. A backend without ``release`` spins for the
+estimated enqueue time instead.
 
 Stopping rule: sample in growing batches until the median's 95 % confidence interval (order
 statistics) is within ``max_noise`` of the median and the first and second halves of the samples
-agree (no drift, e.g. throttling), after the minimum samples and time — or until the timeout.
+agree (no drift, e.g. throttling), after the minimum samples and time — or until the timeout. The
+halves agree when their medians' difference d is what their own noise explains (d ≤ 2·ci: each
+half's median has a 95 % half-width of √2·ci, their difference one of 2·ci) or small enough that the
+target still holds with it: a drift that goes on at its rate moves the next run's median by 2·d (the
+halves' medians sit a half-run apart), so ci + 2·d ≤ max_noise. Like nvbench, "converged" means the
+figure would not move if one kept sampling, not merely that the interval is narrow. Two modes that
+explain the spread are never converged.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from bench.stats import drift_rel, median_ci_rel, robust_cv, two_modes
+from bench.retake import THROTTLE_RETAKES, Retakes  # noqa: F401 (THROTTLE_RETAKES: the bound, public here)
+from bench.stats import median_ci_rel, robust_cv, stopping_rule
 from bench.timeline import KernelPass, TimeFigure, Timer, closure_pass
 
 
@@ -51,6 +60,12 @@ HOLD_MARGIN_S = 20e-6  # device time a hold adds beyond the batch's measured enq
 MAX_HOLD_S = 0.05  # a batch is cut so that one hold of at most this covers its enqueueing
 
 
+def hold_timeout(seconds: float) -> float:
+    """How long a released hold may spin when no release comes (a lost flag write must not hang the GPU): a
+    few times the batch's estimated enqueue time, at least 20 ms for a host that stalls, at most 1 s."""
+    return min(max(4.0 * seconds, 0.02), 1.0)
+
+
 class Marker(Protocol):
     def record(self) -> None: ...
 
@@ -65,8 +80,8 @@ class Backend(Protocol):
     def flush_l2(self) -> None: ...
 
     def hold(self, seconds: float) -> None:
-        """Keep the device busy for ``seconds`` (enqueued, returns at once): work enqueued behind it
-        runs back to back however slowly the host submits it."""
+        """Keep the device busy (enqueued, returns at once) until ``release()``, or for ``seconds`` on a backend
+        without it: work enqueued behind the hold runs back to back however slowly the host submits it."""
 
     def synchronize(self) -> None: ...
 
@@ -78,6 +93,11 @@ class Backend(Protocol):
     # Optional (a backend without them is timed by events alone):
     # trace() -> context manager yielding a list of timeline.KernelRecord, filled when the block ends;
     # mark() -> enqueue the bracket kernel timeline.MARK_NAME.
+    # Optional: release() -> end the pending hold (the batch is enqueued); hold(seconds) then waits for it, for
+    # at most hold_timeout(seconds).
+    # Optional (without them no sample is retaken for throttling):
+    # throttled() -> the clock-lowering reasons (other than idle) the GPU reported since the last call, "" if none;
+    # sleep(seconds) -> wait on the host while the clocks recover.
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,9 @@ class Measurement:
     gap_s: float = math.nan  # median idle time between consecutive kernels of one traced sample
     lead_s: float = math.nan  # median time from the bracket to the first kernel (launch / graph start-up)
     after_check: str = ""  # why the timed closure, replayed once after sampling, gave a wrong answer
+    retaken: int = 0  # samples discarded because the GPU reported throttling while they ran, and taken again
+    throttled: str = ""  # the throttle reasons of the discarded samples
+    retake_clean: bool = True  # every kept sample was taken unthrottled (False: the retakes ran out)
 
     @property
     def overhead_s(self) -> float:
@@ -194,6 +217,9 @@ def _sample(run: Callable[[], object], backend: Backend, count: int, flush: bool
             mark()
         pairs.append((start, end))
     enqueue_s = (backend.host_time() - began) / count
+    release = getattr(backend, "release", None)
+    if hold_s > 0 and callable(release):  # the whole batch is enqueued: let the hold go
+        release()
     backend.synchronize()
     return [start.elapsed_s(end) / per_sample for start, end in pairs], enqueue_s
 
@@ -243,6 +269,14 @@ class _Traces:
     gaps: list[float] = dataclasses.field(default_factory=list)
     leads: list[float] = dataclasses.field(default_factory=list)
 
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.samples), len(self.gaps), len(self.leads)
+
+    def rewind(self, to: tuple[int, int, int]) -> None:
+        """Drop what the batches since ``mark()`` added (a batch discarded for throttling)."""
+        if self.on:
+            del self.samples[to[0]:], self.gaps[to[1]:], self.leads[to[2]:]
+
     def add(self, traced: KernelPass | None, launches: int) -> None:
         if traced is None:  # one unreadable trace and the whole point is timed by events: no mixed figures
             self.on, self.samples = False, []
@@ -265,17 +299,7 @@ def _batch(sample_fn, backend: Backend, count: int, flush: bool, hold_s: float, 
 
 def _judge(samples: list[float], policy: SamplingPolicy, tick: float = 0.0) -> tuple[bool, str]:
     """The stopping rule on ``samples``: (met, why not). ``tick``: the timer's resolution per launch."""
-    modes = two_modes(samples, tick)
-    if modes is not None and (modes[2] - modes[1]) > policy.max_noise * float(np.median(samples)):
-        share, fast, slow = modes
-        return False, (f"two modes: {share:.0%} of samples at {fast * 1e6:.3g} µs, {1 - share:.0%} at "
-                       f"{slow * 1e6:.3g} µs (the median sits between them)")
-    ci, drift = median_ci_rel(samples), drift_rel(samples)
-    if drift > max(3 * ci, policy.max_noise):
-        return False, f"samples drift {drift:.1%} between the first and second half (throttling or clock changes?)"
-    if not ci <= policy.max_noise:
-        return False, f"median's 95 % CI ±{ci:.2%} above the {policy.max_noise:.2%} target at timeout"
-    return True, ""
+    return stopping_rule(samples, policy.max_noise, tick)
 
 
 def _nanmedian(values: list[float]) -> float:
@@ -345,12 +369,24 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
     samples: list[float] = []
     batch = policy.min_samples
     tick = (0.0 if traces.on and figure is TimeFigure.KERNEL else EVENT_TICK_S) / launches
+    throttle = Retakes(backend)
+    throttle.start()
     while True:
         if traces.on:
             batch = max(1, min(batch, TRACE_MAX_KERNELS // launches))
         hold = 1.5 * enqueue_s * batch + HOLD_MARGIN_S
         before = backend.host_time()
+        traced_so_far = traces.mark()
         times, enqueue_s = _batch(sample_fn, backend, batch, flush, hold, launches, traces)
+        if throttle.discard(len(times)):
+            if backend.host_time() - began < policy.timeout_s:
+                traces.rewind(traced_so_far)
+                continue
+            if samples:  # out of time: the point ends on what it had before the throttled batch
+                traces.rewind(traced_so_far)
+                times = []
+            else:  # out of time with nothing else: the throttled batch stands
+                throttle.clean = False
         samples += times
         judged = traces.samples if traces.on and figure is TimeFigure.KERNEL else samples
         enough = len(samples) >= policy.min_samples and sum(samples) * launches >= policy.min_time_s
@@ -365,7 +401,10 @@ def measure(run: Callable[[], object], backend: Backend, policy: SamplingPolicy 
         coverable = int(MAX_HOLD_S / (1.5 * max(enqueue_s, 1e-9)))
         batch = max(1, min(len(samples), budget, coverable, policy.max_samples - len(samples)))
     checked = after(sample_fn) if after is not None else ""
-    return _figures(samples, traces, figure, policy, enough, after_check=checked, launch=launch, warmup_runs=warmups, launches_per_sample=launches)
+    measured = _figures(samples, traces, figure, policy, enough, after_check=checked, launch=launch,
+                        warmup_runs=warmups, launches_per_sample=launches)
+    return dataclasses.replace(measured, retaken=throttle.discarded, throttled=" ".join(sorted(throttle.reasons)),
+                               retake_clean=throttle.clean)
 
 
 def tuning_benchmark(backend: Backend, kernel_call: Callable[[], object], budget_s: float = 3e-3,

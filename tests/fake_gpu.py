@@ -17,6 +17,11 @@ device time an event record takes (``event_latency_s``), dirty lines a ``dirty_f
 next kernel to write back (``writeback_s``), clocks that slow down over device time
 (``drift_per_s``) and a two-mode kernel (``modes``: probability, factor). ``trace()`` records
 every device operation's start and end, as CUPTI does, and ``mark()`` enqueues the bracket kernel.
+Throttle episodes (``throttle``: (start, end, reason, factor) in device seconds) slow every kernel that
+starts inside one by its factor, and ``throttled()`` reports their reasons as NVML would: any episode the
+device was in since the last call (the host's call syncs nothing, so it sees the device time reached so far).
+``hold`` with ``released_by_host`` is nvbench's blocking kernel: it spins until the host calls
+``release()`` (never past its timeout), instead of for a fixed time.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ class _Marker:
         self.t: float | None = None
 
     def record(self) -> None:
-        self.t = self.gpu._enqueue(self.gpu.event_latency_s, host_cost=self.gpu.event_host_s)
+        self.gpu._enqueue(self.gpu.event_latency_s, host_cost=self.gpu.event_host_s, done=self._at)
+
+    def _at(self, t: float) -> None:
+        self.t = t
 
     def elapsed_s(self, end: "_Marker") -> float:
         assert self.t is not None and end.t is not None, "elapsed read before both events were recorded"
@@ -50,7 +58,12 @@ class FakeGpu:
                  host_overhead_s=2e-6, event_host_s=0.0, event_resolution_s=0.0, capturable=True, seed=1,
                  duration: Callable[["FakeGpu"], float] | None = None, node_gap_s=0.0, stream_gap_s=0.0,
                  graph_startup_s=0.0, event_latency_s=0.0, dirty_flush=False, writeback_s=0.0, drift_per_s=0.0,
-                 modes: tuple[float, float] | None = None, traceable=True, mark_s=1e-6):
+                 modes: tuple[float, float] | None = None, traceable=True, mark_s=1e-6,
+                 throttle: tuple[tuple[float, float, str, float], ...] = (), released_by_host: bool = False):
+        self.throttle_episodes, self._reported_until = tuple(throttle), 0.0
+        self.released_by_host, self._pending_hold = released_by_host, None
+        self.hold_spans: list[tuple[float, float]] = []  # (start, end) of each released hold
+        self.sleeps = 0
         self.node_gap_s, self.stream_gap_s, self.graph_startup_s = node_gap_s, stream_gap_s, graph_startup_s
         self.event_latency_s = event_latency_s
         self.dirty_flush, self.writeback_s, self.dirty = dirty_flush, writeback_s, False
@@ -81,11 +94,22 @@ class FakeGpu:
     def clock(self) -> float:
         return self.device_free
 
-    def _enqueue(self, device_s: float, host_cost: float, name: str = "", idle_before: float = 0.0) -> float:
+    def _enqueue(self, device_s: float, host_cost: float, name: str = "", idle_before: float = 0.0,
+                 done: Callable[[float], None] | None = None) -> float:
         """Host pays ``host_cost``; the device starts the op once both it and the host got there (plus
-        ``idle_before`` of device idle time: a node gap, a graph's start-up)."""
+        ``idle_before`` of device idle time: a node gap, a graph's start-up). Behind a pending hold the op
+        waits for the hold's end (``done`` gets its end time then)."""
         self.host += host_cost
-        start = max(self.device_free, self.host) + idle_before
+        if self._pending_hold is not None:
+            self._pending_hold[2].append((device_s, self.host, name, idle_before, done))
+            return math.nan
+        at = self._schedule(device_s, self.host, name, idle_before)
+        if done:
+            done(at)
+        return at
+
+    def _schedule(self, device_s: float, host_at: float, name: str, idle_before: float) -> float:
+        start = max(self.device_free, host_at) + idle_before
         self.device_free = start + device_s
         if name and self.records is not None:
             self.records.append(KernelRecord(name, start, self.device_free))
@@ -110,6 +134,7 @@ class FakeGpu:
             if self.modes and self.rng.random() < self.modes[0]:
                 duration *= self.modes[1]
             duration *= 1.0 + self.drift_per_s * self.device_free
+        duration *= self._throttle_factor(max(self.device_free, self.host))
         if self.dirty:  # the flush's dirty lines are written back while this kernel runs
             duration += self.writeback_s
             self.dirty = False
@@ -132,9 +157,49 @@ class FakeGpu:
         self.dirty = self.dirty_flush
         self.flushes += 1
 
+    def _throttle_factor(self, at: float) -> float:
+        return math.prod(f for start, end, _, f in self.throttle_episodes if start <= at < end)
+
+    def throttled(self) -> str:
+        now = max(self.device_free, self.host)
+        seen = sorted({r for start, end, r, _ in self.throttle_episodes if start < now and end > self._reported_until})
+        self._reported_until = now
+        return " ".join(seen)
+
+    def sleep(self, seconds: float) -> None:
+        self.host += seconds
+        self.sleeps += 1
+
     def hold(self, seconds: float) -> None:
-        self._enqueue(seconds, host_cost=self.host_overhead_s, name="spin_kernel")
+        """A fixed spin of ``seconds``; with ``released_by_host`` a spin until ``release()`` (at most ``seconds``):
+        what is enqueued behind it waits, and runs back to back from the hold's end."""
         self.holds += 1
+        if not self.released_by_host:
+            self._enqueue(seconds, host_cost=self.host_overhead_s, name="spin_kernel")
+            return
+        from bench.timing import hold_timeout
+
+        self.host += self.host_overhead_s
+        start = max(self.device_free, self.host)
+        self._pending_hold = (start, start + hold_timeout(seconds), [])
+
+    def release(self) -> None:
+        self.host += self.host_overhead_s
+        if self._pending_hold is not None:
+            start, timeout, _ = self._pending_hold
+            self._end_hold(min(max(start, self.host), timeout))
+
+    def _end_hold(self, end: float) -> None:
+        start, _, queued = self._pending_hold
+        self._pending_hold = None
+        self.hold_spans.append((start, end))
+        if self.records is not None:
+            self.records.append(KernelRecord("spin_kernel", start, end))
+        self.device_free = end
+        for device_s, host_at, name, idle_before, done in queued:
+            at = self._schedule(device_s, host_at, name, idle_before)
+            if done:
+                done(at)
 
     def mark(self) -> None:
         self._enqueue(self.mark_s, host_cost=self.host_overhead_s, name=MARK_NAME, idle_before=self.stream_gap_s)
@@ -150,6 +215,8 @@ class FakeGpu:
             self.records = None
 
     def synchronize(self) -> None:
+        if self._pending_hold is not None:  # never released: the hold runs to its timeout, the device goes on
+            self._end_hold(self._pending_hold[1])
         self.host = max(self.host, self.device_free)
 
     def host_time(self) -> float:

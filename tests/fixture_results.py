@@ -52,9 +52,14 @@ H200 = SyntheticDevice(name="NVIDIA H200 (synthetic)", slug="synthetic-h200", ba
                        memory_bytes=141 * 10**9, l2_bytes=60 * 2**20)
 
 
+UNSTEADY_EVERY = 13  # with unsteady=True: every 13th timed row not converged, the next one thermally throttled
+
+
 class _Run:
-    def __init__(self, root: Path, device: SyntheticDevice, run_id: str, suite: str, mode: str, rng):
+    def __init__(self, root: Path, device: SyntheticDevice, run_id: str, suite: str, mode: str, rng,
+                 unsteady: bool = False):
         self.device, self.run_id, self.suite, self.mode, self.rng = device, run_id, suite, mode, rng
+        self.unsteady = unsteady
         self.csv = Path(root) / device.slug / f"{run_id}.csv"
         self.writer = ResultWriter(self.csv, columns_for(AXES))
         self.clock = 0
@@ -68,6 +73,11 @@ class _Run:
         if launch is None:
             launch = "graph" if timed and seconds < GRAPH_BELOW_S else "stream"
         self.clock += 1
+        converged = True if timed else None
+        if timed and self.unsteady and self.clock % UNSTEADY_EVERY == 0:
+            converged = False
+        if timed and self.unsteady and self.clock % UNSTEADY_EVERY == 1 and self.clock > 1:
+            throttle = " ".join(filter(None, (throttle, "sw_thermal")))
         self.writer.write(dict(
             schema_version=SCHEMA_VERSION, run_id=self.run_id, suite=self.suite, device=self.device.name,
             mode=self.mode, kernel=kernel, impl=impl, dtype=dtype, label=label, **axes, flops=flops, bytes=nbytes,
@@ -79,7 +89,7 @@ class _Run:
             status=status, rel_err=1e-4 if status == "ok" else None, error=error, config="synthetic",
             launch=launch, sm_clock_mhz=1980 if timed else None, throttle=throttle,
             timestamp=f"2025-01-01T{self.clock // 3600:02d}:{self.clock // 60 % 60:02d}:{self.clock % 60:02d}",
-            ci_rel=0.004 if timed else None, converged=True if timed else None,
+            ci_rel=0.004 if timed else None, converged=converged,
             launches_per_sample=1 if timed else None, tune_s=0.5 if status == "ok" else None,
             max_elem_err=0.05 if status == "ok" else None))
 
@@ -105,8 +115,9 @@ def _linear(M, N, K, size=2):
     return 2 * M * N * K, size * (M * K + N * K + M * N)
 
 
-def write_ceilings_run(root: Path, device: SyntheticDevice = H100, seed: int = 0) -> Path:
-    run = _Run(root, device, f"synthetic-ceilings-{device.slug}", "ceilings", "cuda", np.random.default_rng(seed))
+def write_ceilings_run(root: Path, device: SyntheticDevice = H100, seed: int = 0, unsteady: bool = False) -> Path:
+    run = _Run(root, device, f"synthetic-ceilings-{device.slug}", "ceilings", "cuda", np.random.default_rng(seed),
+               unsteady)
     arrays = {"read": 1, "write": 1, "copy": 2, "triad": 3}
     for kernel, count in arrays.items():
         for exponent in range(18, 31):
@@ -135,9 +146,9 @@ def write_ceilings_run(root: Path, device: SyntheticDevice = H100, seed: int = 0
     return run.close()
 
 
-def write_llm_run(root: Path, device: SyntheticDevice = H100, seed: int = 1) -> Path:
+def write_llm_run(root: Path, device: SyntheticDevice = H100, seed: int = 1, unsteady: bool = False) -> Path:
     """gemv / gemm / attn_decode / qgemv rows on LLM shapes, plus failed and skipped points."""
-    run = _Run(root, device, f"synthetic-llm-{device.slug}", "llm", "cuda", np.random.default_rng(seed))
+    run = _Run(root, device, f"synthetic-llm-{device.slug}", "llm", "cuda", np.random.default_rng(seed), unsteady)
     for label, (n, k) in LINEAR_SHAPES.items():
         for m in GEMV_BATCHES:
             flops, nbytes = _linear(m, n, k)
@@ -204,11 +215,12 @@ def write_interpret_run(root: Path) -> Path:
     return run.close()
 
 
-def write_results(root: Path, devices=(H100,), interpret: bool = False) -> Path:
-    """A results directory: a ceilings run and an LLM run per device (and an interpreter run)."""
+def write_results(root: Path, devices=(H100,), interpret: bool = False, unsteady: bool = False) -> Path:
+    """A results directory: a ceilings run and an LLM run per device (and an interpreter run). ``unsteady``: a
+    few timed rows not converged or thermally throttled (``UNSTEADY_EVERY``), as a real run has."""
     for index, device in enumerate(devices):
-        write_ceilings_run(root, device, seed=10 * index)
-        write_llm_run(root, device, seed=10 * index + 1)
+        write_ceilings_run(root, device, seed=10 * index, unsteady=unsteady)
+        write_llm_run(root, device, seed=10 * index + 1, unsteady=unsteady)
     if interpret:
         write_interpret_run(root)
     return Path(root)

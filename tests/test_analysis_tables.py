@@ -78,3 +78,21 @@ def test_failures_are_counted_by_reason():
         dict(status="failed", kernel="gemv", impl="triton", dtype="bf16", reason="(no reason given)", count=1),
         dict(status="skipped", kernel="gemm", impl="triton", dtype="fp8", reason="fp8 needs sm_89", count=2),
     ]
+
+
+def test_quant_speedup_carries_the_ideal_bytes_ratio_and_either_sides_unsteadiness():
+    """Issue 22: the quant figure's ideal (dashed) needs the bytes ratio per point; issue 20: a speed-up with an
+    unconverged or throttled side is marked so it is drawn hollow."""
+    rows = _quant_rows()
+    n = k = 4096
+    fp16 = 2 * (n * k + rows["M"] * (n + k))
+    int4 = n * k // 2 + 2 * n * k // 128 + 2 * rows["M"] * (n + k)
+    rows["bytes"] = np.where(rows["impl"] == "torch", fp16, int4)
+    rows["converged"] = pd.array([True] * len(rows), dtype="boolean")
+    rows["throttle"] = ""
+    rows.loc[(rows["impl"] == "torch") & (rows["M"] == 16), "throttle"] = "hw_thermal"
+    rows.loc[(rows["impl"] == "triton") & (rows["M"] == 64), "converged"] = False
+    table, _ = quant_speedups(rows)
+    expected = [(2 * (n * k + m * (n + k))) / (n * k // 2 + 2 * n * k // 128 + 2 * m * (n + k)) for m in (1, 16, 64)]
+    assert table["ideal"].tolist() == pytest.approx(expected)
+    assert table["unsteady"].tolist() == [False, True, True]

@@ -629,3 +629,33 @@ def test_the_deciding_term_is_named_per_point(tmp_path, capsys):
         data = json.loads((tmp_path / "v.json").read_text())
         assert {p["decided_by"] for p in data["points"]} == {term}, (drift, term)
         assert "regression" in out and out.count(f"  {term}") >= 5, out
+
+
+@pytest.mark.parametrize("side", ["base", "new"])
+@pytest.mark.parametrize("unsteady", [dict(converged=False, error="two modes"),
+                                      dict(throttle="sw_power_cap hw_thermal")])
+def test_an_unsteady_row_on_either_side_is_inconclusive_never_a_pass_nor_a_regression(tmp_path, capsys, side,
+                                                                                      unsteady):
+    """Issue 20 §3: a row that did not converge or ran throttled by heat is not judged, whatever its ratio."""
+    def rows(times, shaky):
+        sizes = (1 << 18, 1 << 20, *BIG)
+        return [copy_row(n, t, **(unsteady if shaky and i in (1, 3) else {})) for i, (n, t) in
+                enumerate(zip(sizes, times))]
+
+    for factor in (1.0, 1.5):  # unchanged (would pass) and 50 % slower (would be a regression)
+        base = write_run(tmp_path / f"base-{factor}.csv", rows(BASE_TIMES, side == "base"))
+        new = write_run(tmp_path / f"new-{factor}.csv", rows(scaled(factor), side == "new"))
+        code, out, _ = run(capsys, "compare", base, new, "--drift", "0", "--json", tmp_path / "v.json")
+        assert code == 1 and "2 inconclusive" in out, out
+        data = json.loads((tmp_path / "v.json").read_text())
+        shaky = [p for p in data["points"] if p["axes"]["N"] in (str(1 << 20), str(BIG[1]))]
+        assert {p["verdict"] for p in shaky} == {"inconclusive"}
+        assert {p["decided_by"] for p in shaky} == {"unsteady"}
+        assert all(p["error"].startswith(f"{side}: ") for p in shaky)
+        others = {p["verdict"] for p in data["points"] if p not in shaky}
+        assert others == ({"unchanged"} if factor == 1.0 else {"regression"})
+        assert "not converged or throttled" in out.split("verdict:")[-1]
+    power_capped_only = write_run(tmp_path / "capped.csv", [copy_row(n, t, throttle="sw_power_cap") for n, t in
+                                                            zip((1 << 18, 1 << 20, *BIG), BASE_TIMES)])
+    assert run(capsys, "compare", power_capped_only, write_run(tmp_path / "same.csv", rows(BASE_TIMES, False)),
+               "--drift", "0")[0] == 0  # a power cap is the card's steady state: judged as usual

@@ -73,7 +73,8 @@ WITHOUT_LEGEND = {"heatmap"}  # a colour bar instead
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory) -> list[Drawn]:
     """Every figure a report of the fixture results draws, with the inputs it was drawn from."""
-    root = fx.write_results(tmp_path_factory.mktemp("results"), devices=(fx.H100, fx.H200), interpret=True)
+    root = fx.write_results(tmp_path_factory.mktemp("results"), devices=(fx.H100, fx.H200), interpret=True,
+                            unsteady=True)
     out = tmp_path_factory.mktemp("report")
     calls: list[Drawn] = []
     original_save = plots.save
@@ -217,3 +218,76 @@ def test_quant_speedup_draws_the_ideal_dashed_in_each_series_colour(tmp_path, mo
     ideals = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert sorted(max(line.get_ydata()) for line in ideals) == [1.9, 3.8]
     assert {line.get_color() for line in ideals} == {measured["int4"], measured["int8"]}
+
+
+# figures that draw measured points: the unsteady ones (not converged, throttled by heat) are drawn hollow
+AGGREGATED = ("device_ratio", "attention_curves")
+MEASURED_KINDS = ("roofline", "bandwidth", "fit_panels", "fraction_of_roof", "speedup", "device_ratio",
+                  "layer_curves", "attention_curves")
+
+
+def _unsteady_in(inputs: dict) -> bool:
+    """Whether a figure's inputs (sweeps, or a table of measured points) hold an unsteady point it draws."""
+    if "shapes" in inputs and "measured" in inputs and {"N", "K"} <= set(inputs["measured"].columns):
+        measured = inputs["measured"]
+        drawn_shapes = {(s.n, s.k) for s in inputs["shapes"]}
+        inputs = {"measured": measured[[nk in drawn_shapes for nk in zip(measured["N"], measured["K"])]]}
+    for value in inputs.values():
+        if isinstance(value, list) and value and hasattr(value[0], "rows"):
+            if any("unsteady" in s.rows and s.rows["unsteady"].any() for s in value):
+                return True
+        if hasattr(value, "columns") and "unsteady" in value.columns and value["unsteady"].fillna(False).any():
+            return True
+    return False
+
+
+def hollow_markers(figure) -> set[tuple[float, float]]:
+    """(x, y) of every marker drawn with no face: Line2D markerfacecolor 'none', scatter faces of alpha 0."""
+    import numpy as np
+
+    found = set()
+    for ax in data_axes(figure):
+        for line in ax.lines:
+            if line.get_marker() not in (None, "None", "", " ") and str(line.get_markerfacecolor()) == "none":
+                found |= {(float(x), float(y)) for x, y in zip(line.get_xdata(), line.get_ydata())}
+        for collection in ax.collections:
+            offsets = np.asarray(collection.get_offsets())
+            faces = collection.get_facecolors()
+            if not len(offsets):
+                continue
+            clear = np.ones(len(offsets), bool) if len(faces) == 0 else np.broadcast_to(faces[:, 3] == 0, len(offsets))
+            found |= {(float(x), float(y)) for (x, y), c in zip(offsets, clear) if c}
+    return found
+
+
+def _close(point, points, rel=1e-6) -> bool:
+    return any(abs(point[0] - x) <= rel * abs(x) and abs(point[1] - y) <= rel * abs(y) for x, y in points)
+
+
+@pytest.mark.parametrize("kind", MEASURED_KINDS)
+def test_unsteady_points_are_drawn_hollow_and_the_legend_says_so(drawn, kind):
+    """Issue 20 §3: not-converged and throttled rows drawn hollow in every figure of measured points."""
+    items = [d for d in _of_kind(drawn, kind) if _unsteady_in(d.inputs)]
+    assert items, f"no {kind} figure of the fixture report carries an unsteady point"
+    for item in items:
+        # the ratio and attention figures draw medians over shapes: hollow only where every point was unsteady
+        # (tests/test_figures_details.py)
+        assert kind in AGGREGATED or hollow_markers(item.figure), item.path
+        texts = " ".join(" ".join(t.get_text().split()) for legend in legends(item.figure) for t in legend.get_texts())
+        assert "not converged or" in texts and "throttled" in texts, item.path
+
+
+def test_fit_panels_and_bandwidth_draw_each_unsteady_point_hollow_where_it_lies(drawn):
+    checked = 0
+    for item in [*_of_kind(drawn, "fit_panels"), *_of_kind(drawn, "bandwidth")]:
+        hollow = hollow_markers(item.figure)
+        for sweep in item.inputs["sweeps"]:
+            rows = sweep.rows[sweep.rows["unsteady"]]
+            if item.kind == "fit_panels":
+                points = zip(rows[sweep.batch], rows["median_s"])
+            else:
+                points = zip(rows["bytes"], rows["bytes"] / rows["median_s"] / 1e9)
+            for point in points:
+                assert _close((float(point[0]), float(point[1])), hollow), (item.path, sweep.shape, point)
+                checked += 1
+    assert checked > 5

@@ -111,3 +111,80 @@ def test_the_clean_flush_runs_on_the_torch_of_the_gpu_image():
     backend._sum = torch.empty((), dtype=torch.int64)
     backend.flush_l2()
     assert int(backend._zero.abs().sum()) == 0 and int(backend._sum) == 1024
+
+
+def _hold_backend(monkeypatch, launches: list, fails: bool = False):
+    """A CudaBackend's hold and release on CPU tensors: the hold kernel's launches recorded, the side stream a no-op."""
+    import contextlib
+    import types
+
+    import torch
+
+    from bench import cuda_backend
+    from bench.cuda_backend import CudaBackend
+
+    class Launcher:
+        def __getitem__(self, grid):
+            def launch(flag, generation, timeout_ns):
+                if fails:
+                    raise RuntimeError("no inline PTX")
+                launches.append((grid, generation, timeout_ns))
+            return launch
+
+    monkeypatch.setattr(cuda_backend, "_rooflab_hold_kernel", Launcher())
+    sleeps = []
+    fake_cuda = types.SimpleNamespace(stream=lambda s: contextlib.nullcontext(), _sleep=sleeps.append)
+    backend = object.__new__(CudaBackend)
+    backend._torch = types.SimpleNamespace(cuda=fake_cuda)
+    backend._hold_flag = torch.zeros(1, dtype=torch.int32)
+    backend._release_stream, backend._generation, backend._pending = None, 0, False
+    backend._cycles_per_s, backend.hold_error = 1e9, ""
+    return backend, sleeps
+
+
+def test_the_cuda_hold_waits_for_the_hosts_release_of_its_generation(monkeypatch):
+    """Issue 20 §3: the hold is the blocking kernel the host releases after enqueueing, bounded by a timeout."""
+    from bench.timing import hold_timeout
+
+    launches = []
+    backend, sleeps = _hold_backend(monkeypatch, launches)
+    backend.release()  # nothing pending: nothing written
+    assert int(backend._hold_flag) == 0
+    for expected in (1, 2):
+        backend.hold(3e-3)
+        assert launches[-1] == ((1,), expected, int(hold_timeout(3e-3) * 1e9))
+        assert int(backend._hold_flag) == expected - 1  # the flag still holds the kernel
+        backend.release()
+        assert int(backend._hold_flag) == expected
+    backend.release()
+    assert int(backend._hold_flag) == 2 and not sleeps
+
+
+def test_the_cuda_hold_falls_back_to_a_timed_spin_where_its_kernel_cannot_run(monkeypatch):
+    backend, sleeps = _hold_backend(monkeypatch, [], fails=True)
+    backend.hold(2e-3)
+    backend.hold(2e-3)
+    backend.release()
+    assert "no inline PTX" in backend.hold_error and sleeps == [2_000_000, 2_000_000]
+    assert int(backend._hold_flag) == 0
+
+
+def test_the_cuda_backend_reports_nvml_throttle_reasons_and_violations_since_its_last_call():
+    import types
+
+    from bench.cuda_backend import CudaBackend
+
+    state = {"mask": 0x1, "thermal_ns": 100}  # idle only, a thermal violation counter at 100 ns
+    nvml = types.SimpleNamespace(
+        nvmlDeviceGetCurrentClocksEventReasons=lambda handle: state["mask"],
+        nvmlDeviceGetViolationStatus=lambda handle, policy: types.SimpleNamespace(
+            violationTime=state["thermal_ns"] if policy == 1 else 0))
+    backend = object.__new__(CudaBackend)
+    backend._nvml, backend._violations = (nvml, "handle"), {}
+    assert backend.throttled() == ""  # idle is no throttling; the first call only reads the counters
+    state["thermal_ns"] = 5_000  # held down by heat between two calls, though the clocks are back now
+    assert backend.throttled() == "thermal"
+    state["mask"] = 0x1 | 0x20 | 0x4
+    assert backend.throttled() == "sw_power_cap sw_thermal"
+    backend._nvml = False  # NVML cannot say: nothing is retaken
+    assert backend.throttled() == ""

@@ -97,3 +97,22 @@ def test_a_sweep_tunes_with_the_short_benchmark_and_restores_the_old_one(tmp_pat
     assert TUNER.benchmark is before
     with short_tuning(None):  # the interpreter: nothing to time, nothing installed
         assert TUNER.benchmark is before
+
+
+def test_a_row_counts_the_samples_retaken_for_throttling_in_its_throttle_text(tmp_path):
+    """Issue 20 §3: the retakes are counted per row, in the throttle column (no schema change)."""
+    class Throttling(HostClockBackend):
+        reports = 1  # the first batch of the first point ran throttled
+
+        def throttled(self):
+            self.reports -= 1
+            return "hw_thermal" if self.reports == -1 else ""
+
+        def sleep(self, seconds):
+            pass
+
+    out = tmp_path / "run.csv"
+    run_sweep(expand(get_suite("smoke").sweeps[:1])[:1], SweepOptions(out=out, policy=FAST, progress=False, seed=7),
+              fake_target(), backend=Throttling())
+    row = load_csv(out).iloc[0]
+    assert row["status"] == "ok" and row["throttle"] == f"retaken:{FAST.min_samples}"

@@ -200,3 +200,107 @@ def test_one_mode_with_noise_or_outliers_is_not_called_two(noise):
     samples[::97] *= 1.5  # rare outliers: a tail, not a mode
     assert two_modes(samples) is None
     assert two_modes(np.r_[samples, 1.2 * samples]) is not None
+
+
+@pytest.mark.parametrize("halves_apart, converged", [(0.003, False), (0.001, True)])
+def test_a_slow_drift_under_the_target_is_not_converged_when_the_next_run_would_read_beyond_it(halves_apart,
+                                                                                                converged):
+    """Issue 20 §3: a 0.3 % drift between the halves passed a 0.5 % target (the old rule allowed any drift under
+    it). Kept going, it moves the next run's median by 0.6 %: not converged. A 0.1 % drift (0.2 % + the interval)
+    stays inside the target and converges."""
+    per_run = halves_apart / 100  # 200 samples: the halves' medians sit 100 launches apart
+    gpu = FakeGpu(duration=lambda g: 10e-6 * (1.0 + per_run * g.runs) * (1 + 2e-4 * math.sin(g.runs)))
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**{**QUICK, "min_samples": 200, "timeout_s": 0.02}))
+    assert m.ci_rel < 0.001  # a narrow interval: only the drift can refuse it
+    assert m.converged is converged, m.warning
+    if not converged:
+        assert "drift" in m.warning and "next run" in m.warning
+
+
+def test_samples_taken_while_throttled_are_discarded_and_retaken_after_the_clocks_recover():
+    """Issue 20 §3 (nvbench): a thermal episode slows the first batches 1.5×; they are thrown away, the host waits
+    for the clocks, and the row is timed at full clock with the discarded count and reason kept."""
+    episode = ((0.0, 3e-3, "sw_thermal", 1.5),)
+    gpu = FakeGpu(cold_s=10e-6, noise=0.002, throttle=episode)
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK))
+    assert m.median_s == pytest.approx(10e-6, rel=0.01)
+    assert m.retaken >= 10 and m.throttled == "sw_thermal" and gpu.sleeps >= 1
+    blind = FakeGpu(cold_s=10e-6, noise=0.002, throttle=episode)
+    blind.throttled = None  # a backend that cannot say: the throttled samples stand
+    assert measure(blind.kernel, blind, SamplingPolicy(**QUICK)).median_s > 12e-6
+
+
+def test_a_throttle_that_never_ends_costs_a_bounded_number_of_retakes():
+    from bench.timing import THROTTLE_RETAKES
+
+    gpu = FakeGpu(cold_s=10e-6, throttle=((0.0, math.inf, "hw_slowdown", 2.0),))
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**{**QUICK, "timeout_s": 10.0}))
+    assert m.samples >= 10 and m.median_s == pytest.approx(20e-6)  # the throttled figure, kept and flagged
+    assert m.retaken == THROTTLE_RETAKES * 10 and m.throttled == "hw_slowdown"
+    assert gpu.host < THROTTLE_RETAKES * 0.6  # each wait for the clocks is bounded too
+
+
+def _slowing_host(released_by_host: bool, release: bool = True) -> FakeGpu:
+    """A host that submits 15× slower once sampling is under way (a busy CPU, a GC pause): a hold sized from the
+    warm-up's enqueue time ends before the batch is enqueued and the host's gaps enter the samples."""
+    def duration(g):
+        if g.runs == 8:
+            g.host_overhead_s = 30e-6
+        return 10e-6
+
+    gpu = FakeGpu(flush_s=0.0, host_overhead_s=2e-6, duration=duration, released_by_host=released_by_host,
+                  traceable=False)
+    if not release:
+        gpu.release = None
+    return gpu
+
+
+def test_the_hold_is_released_by_the_host_after_enqueueing_so_a_slow_host_leaves_no_gaps():
+    """Issue 20 §3: the hold releases on a flag the host writes after enqueueing, not a spin sized once."""
+    policy = SamplingPolicy(**{**QUICK, "min_samples": 40, "timeout_s": 0.05}, l2=L2Mode.WARM, graph=GraphMode.NEVER)
+    released = _slowing_host(True)
+    m = measure(released.kernel, released, policy)
+    assert m.median_s == pytest.approx(10e-6, rel=0.01) and m.p80_s == pytest.approx(10e-6, rel=0.01)
+    # each hold ended when the host released it, right after its batch was enqueued: never at the timeout
+    assert len(released.hold_spans) == released.holds >= 2
+    assert all(0 < end - start < 0.01 for start, end in released.hold_spans)
+    first = _first_batch(_slowing_host(True), policy)
+    assert max(first) == pytest.approx(10e-6)  # the slow host's stretch left no gap inside a sample
+    spun = _first_batch(_slowing_host(False), policy)  # the old spin, sized from the warm-up's enqueue time
+    assert max(spun) > 25e-6
+
+
+def _first_batch(gpu, policy) -> list[float]:
+    """The samples of the first timed batch (the one the warm-up's enqueue time sized the hold for)."""
+    import bench.timing as timing
+
+    batches, sample = [], timing._sample
+
+    def spy(*args, **kwargs):
+        times, enqueue_s = sample(*args, **kwargs)
+        batches.append(times)
+        return times, enqueue_s
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(timing, "_sample", spy)
+        measure(gpu.kernel, gpu, policy)
+    return next(b for b in batches if len(b) == policy.min_samples)
+
+
+def test_a_hold_whose_release_never_comes_ends_at_its_timeout():
+    from bench.timing import hold_timeout
+
+    gpu = _slowing_host(True, release=False)
+    policy = SamplingPolicy(**{**QUICK, "min_samples": 20, "timeout_s": 0.05}, l2=L2Mode.WARM, graph=GraphMode.NEVER)
+    m = measure(gpu.kernel, gpu, policy)
+    assert m.samples >= 20  # no hang: every hold ended by itself
+    assert gpu.hold_spans and all(end - start <= hold_timeout(1.0) for start, end in gpu.hold_spans)
+    assert max(end - start for start, end in gpu.hold_spans) >= 0.02  # it waited its full timeout
+
+
+def test_a_power_cap_is_the_cards_steady_state_and_is_not_retaken():
+    gpu = FakeGpu(cold_s=10e-6, throttle=((0.0, math.inf, "sw_power_cap", 1.2),))
+    m = measure(gpu.kernel, gpu, SamplingPolicy(**QUICK))
+    assert m.retaken == 0 and m.retake_clean and m.median_s == pytest.approx(12e-6)
+    exhausted = FakeGpu(cold_s=10e-6, throttle=((0.0, math.inf, "sw_thermal", 1.2),))
+    assert not measure(exhausted.kernel, exhausted, SamplingPolicy(**QUICK)).retake_clean
