@@ -282,7 +282,7 @@ def pooled(measurements: list) -> dict:
     first = measurements[0]
     warnings = sorted({m.warning for m in measurements if m.warning})
     return {"median_s": statistics.median(medians), "p20_s": med("p20_s"), "p80_s": med("p80_s"), "cv": med("cv"),
-            "ci_rel": spread if math.isfinite(spread) else max(m.ci_rel for m in measurements),
+            "ci_rel": _json_float(spread if math.isfinite(spread) else max(m.ci_rel for m in measurements)),
             "samples": sum(m.samples for m in measurements), "converged": all(m.converged for m in measurements),
             "launches_per_sample": first.launches_per_sample, "launch": first.launch, "timer": first.timer,
             "event_s": med("event_s"), "kernel_s": med("kernel_s"), "overhead_s": med("overhead_s"),

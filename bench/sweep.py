@@ -216,7 +216,7 @@ class Runner:
             throttle = " ".join([*kept, f"retaken:{m.retaken}"])
         flops, nbytes = spec.flops(point.case), spec.bytes_for(point.case, impl)
         return {
-            "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": m.cv, "ci_rel": m.ci_rel,
+            "median_s": m.median_s, "p20_s": m.p20_s, "p80_s": m.p80_s, "cv": _finite(m.cv), "ci_rel": _finite(m.ci_rel),
             "samples": m.samples, "converged": m.converged, "launches_per_sample": m.launches_per_sample,
             "tflops": flops / m.median_s / 1e12, "gbps": nbytes / m.median_s / 1e9,
             "launch": m.launch, "sm_clock_mhz": clock, "throttle": throttle,

@@ -1,6 +1,7 @@
 """The sweep runner end to end with a host-clock backend: rows, skips, failures, lost contexts."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -116,3 +117,16 @@ def test_a_row_counts_the_samples_retaken_for_throttling_in_its_throttle_text(tm
               fake_target(), backend=Throttling())
     row = load_csv(out).iloc[0]
     assert row["status"] == "ok" and row["throttle"] == f"retaken:{FAST.min_samples}"
+
+
+def test_a_point_with_too_few_samples_for_an_interval_is_written_with_it_empty(tmp_path, monkeypatch):
+    """Under 6 samples (a long kernel at its timeout) the median's interval is unknown (inf): the row is
+    written with it empty and not converged, not refused by the results writer."""
+    import bench.sweep as sweep_module
+
+    real = sweep_module.measure
+    monkeypatch.setattr(sweep_module, "measure", lambda *a, **k: dataclasses.replace(
+        real(*a, **k), ci_rel=math.inf, cv=math.inf, converged=False))
+    _, frame = sweep(tmp_path, [Point(COPY.case("fp32", N=1000), "torch")])
+    assert list(frame["status"]) == ["ok"] and frame["ci_rel"].isna().all() and frame["cv"].isna().all()
+    assert not frame["converged"].any()
