@@ -139,13 +139,14 @@ def test_a_normal_finish_returns_rows_sidecars_ceilings_report_and_log(tmp_path)
     assert sorted(p.name for p in contact.out.iterdir()) == ["contact.log", "results.tar.gz"]
 
 
-def test_tests_first_then_the_listed_sweeps_then_the_plan_with_its_extra_arguments(tmp_path):
+def test_tests_first_then_the_listed_steps_then_the_plan_with_its_extra_arguments(tmp_path):
     """A later call: the gpu-marked tests first (bounded), a re-check sweep a resume would skip, then the
     plan with RUN_ARGS; the sweep's rows come back beside the plan's."""
-    sweeps = tmp_path / "sweeps.txt"
-    sweeps.write_text("# a comment line is skipped\n\n"
-                      "--kernel copy --impl triton --dtype fp32 --axis N=1000,4097 --seed 5\n")
-    contact = Contact(tmp_path, TESTS_FIRST=60, CONTACT_TESTS="tests/test_first.py", SWEEPS=sweeps,
+    steps = tmp_path / "steps.txt"
+    steps.write_text("# a comment line is skipped\n\n"
+                     "sweep --kernel copy --impl triton --dtype fp32 --axis N=1000,4097 --seed 5 --no-progress\n"
+                     "sweep --kernel nosuch\n")
+    contact = Contact(tmp_path, TESTS_FIRST=60, CONTACT_TESTS="tests/test_first.py", STEPS=steps,
                       RUN_ARGS="--seed 11", FAKE_NODE_POINTS=4)
     (contact.tree / "tests" / "test_first.py").write_text(
         "import pytest\n\n\n@pytest.mark.gpu\ndef test_marked():\n    pass\n")
@@ -153,7 +154,8 @@ def test_tests_first_then_the_listed_sweeps_then_the_plan_with_its_extra_argumen
     assert contact.process.returncode == 0, contact.log()
     log = contact.log()
     order = [log.index(s) for s in ("gpu-marked tests (up to 60 s)", "tests exit: 0", "rooflab sweep --kernel copy",
-                                    "sweep exit: 0", "rooflab run --budget", "run exit: 0")]
+                                    "sweep exit: 0", "unknown kernel 'nosuch'", "sweep exit: 2",
+                                    "rooflab run --budget", "run exit: 0")]
     assert order == sorted(order), log
     assert log.count("gpu-marked tests") == 1  # not again at the end
     names = _names_returned(contact.out)
@@ -163,7 +165,7 @@ def test_tests_first_then_the_listed_sweeps_then_the_plan_with_its_extra_argumen
 
 
 @pytest.mark.parametrize("setting", ["DEADLINE=abc", "SNAPSHOT_EVERY=0", "PACK_RESERVE=-5", "GRACE=1.5",
-                                     "TESTS_FIRST=x", "SWEEPS=/no/such/file"])
+                                     "TESTS_FIRST=x", "STEPS=/no/such/file"])
 def test_a_bad_setting_is_one_line_and_exit_2_before_anything_runs(tmp_path, setting):
     name, value = setting.split("=")
     out = tmp_path / "out"
