@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots, plots_theory, predicted
+from analysis import plots, plots_theory, predicted, sections_moe
 from analysis.devices import get
 from analysis.markdown import number, quantity, slug, table
 from analysis.sections import Device, figure
@@ -148,6 +148,7 @@ def predicted_page(devices_measured: list[Device], out_dir: Path) -> Path:
     out.append(figure(out_dir / "predicted-attention.png", lambda p: plots.cached(
         f"attention {shapes} {keys} {_digest(attention_measured)}", p,
         lambda q: plots_theory.attention_curves(shapes, sheets, attention_measured, q)), "predicted attention times"))
+    out.append(sections_moe.predicted_section(devices_measured, out_dir))
     path = out_dir / PAGE
     path.write_text("\n".join(out))
     return path
