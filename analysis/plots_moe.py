@@ -11,6 +11,7 @@ import pandas as pd
 from analysis.moe import FORMATS, MoeLayer
 from analysis.plots import BASELINE_COLOUR, OKABE_ITO, ROOF_COLOURS, impl_marker, log_axis, plain, save, si
 from analysis.plots_sweeps import _grid, _title
+from analysis.roofline import predicted_time
 
 TRITON = "triton"
 FORMAT_COLOURS = dict(zip(FORMATS, OKABE_ITO))
@@ -34,6 +35,33 @@ def preset_name(rows: pd.DataFrame) -> str:
     label = str(rows["label"].iloc[0]) if "label" in rows and str(rows["label"].iloc[0]) else "moe"
     return (f"{label}: E={layer.experts} k={layer.top_k} d={layer.d_model} ff={layer.d_ff}"
             + (f" EP{layer.ep}" if layer.ep > 1 else "") + (" +shared" if layer.shared else ""))
+
+
+PANEL_COLUMNS = 4
+SHAPE_AXES = ("label", "experts", "top_k", "d_model", "d_ff", "ep", "shared")
+
+
+def panels(rows: pd.DataFrame) -> pd.Series:
+    """Each row's panel: its preset and layer shape (one preset measured at EP 1 and EP 8 is two layers)."""
+    if rows.empty:
+        return pd.Series([], index=rows.index, dtype=object)
+    shape = rows.reindex(columns=list(SHAPE_AXES)).astype(str).agg("|".join, axis=1)
+    names = {key: preset_name(rows[shape == key]) for key in shape.unique()}
+    return shape.map(names)
+
+
+def _pairs(count: int):
+    """A figure of ``count`` panel pairs (top over bottom), PANEL_COLUMNS pairs a row; (figure, [(top, bottom)])."""
+    columns = min(PANEL_COLUMNS, count)
+    pair_rows = -(-count // columns)
+    figure, _, _ = _grid(2 * columns * pair_rows, columns=columns, width=3.6, height=2.7, top=1.3, right=2.2)
+    axes = figure.subplots(2 * pair_rows, columns, squeeze=False)
+    pairs = [(axes[2 * (i // columns)][i % columns], axes[2 * (i // columns) + 1][i % columns]) for i in range(count)]
+    for index in range(count, pair_rows * columns):
+        for ax in (axes[2 * (index // columns)][index % columns], axes[2 * (index // columns) + 1][index % columns]):
+            ax.set_visible(False)
+    figure.subplots_adjust(hspace=0.45)
+    return figure, pairs, axes[0][columns - 1]
 
 
 def touched_from_bytes(row) -> float:
@@ -65,14 +93,13 @@ def touched_bandwidth(rows: pd.DataFrame, dram: list[tuple[str, float, bool]], p
     predicted curve uses; ``peak_of(format)``: FLOP/s of the format's tensor path on this device."""
     from matplotlib.lines import Line2D
 
-    presets = list(dict.fromkeys(rows["label"]))
-    figure, _, columns = _grid(2 * len(presets), columns=len(presets), width=3.6, height=2.7, top=1.0, right=2.2)
-    axes = figure.subplots(2, columns, squeeze=False)
+    names = panels(rows)
+    presets = list(dict.fromkeys(names))
+    figure, pairs, corner = _pairs(len(presets))
     formats = [f for f in FORMATS if f in set(rows["format"])]
     bandwidth = dram[0][1]
-    for index, preset in enumerate(presets):
-        group = rows[rows["label"] == preset]
-        top, bottom = axes[0][index], axes[1][index]
+    for (top, bottom), preset in zip(pairs, presets):
+        group = rows[names == preset]
         base = layer_of(group.iloc[0])
         top.plot(TOKENS, base.touched(TOKENS), "--", color="0.3", lw=1.1)
         top.axhline(base.local_experts, color=ROOF_COLOURS[2], lw=0.8, ls=":")
@@ -84,7 +111,7 @@ def touched_bandwidth(rows: pd.DataFrame, dram: list[tuple[str, float, bool]], p
                 continue
             layer = base.with_format(fmt)
             colour = FORMAT_COLOURS[fmt]
-            seconds = np.maximum(layer.bytes(TOKENS) / bandwidth, layer.flops(TOKENS) / peak_of(fmt))
+            seconds = predicted_time(layer.flops(TOKENS), layer.bytes(TOKENS), peak_of(fmt), bandwidth)
             bottom.plot(TOKENS, layer.bytes(TOKENS) / seconds / 1e12, "--", color=colour, lw=1.1)
             for impl, points in series.groupby("impl"):
                 points = points.sort_values("tokens")
@@ -97,7 +124,7 @@ def touched_bandwidth(rows: pd.DataFrame, dram: list[tuple[str, float, bool]], p
                             marker=_marker(impl), markerfacecolor=face, markeredgecolor=edge, markersize=3.5)
         for (label, value, measured), style in zip(dram, ("-", "--")):
             _roof_line(bottom, value, f"{label} {si(value, 'B/s')}", ROOF_COLOURS[0 if measured else 1], style)
-        top.set_title(_title(preset_name(group), 44), fontsize=7)
+        top.set_title(_title(preset, 44), fontsize=7)
         top.set_ylabel("experts read (of E_local)", fontsize=7)
         bottom.set_ylabel("bandwidth on touched bytes (TB/s)", fontsize=7)
         for ax in (top, bottom):
@@ -113,9 +140,9 @@ def touched_bandwidth(rows: pd.DataFrame, dram: list[tuple[str, float, bool]], p
                        label=f"{i} (MEASURED)") for i in impls]
     handles += [Line2D([], [], color="0.3", ls="--", lw=1.1, label="PREDICTED: expected experts\ntouched (uniform) /"
                        "\nroofline on its bytes")]
-    _legend(figure, axes[0][-1], handles, "format (filled: triton, MEASURED)")
-    figure.subplots_adjust(hspace=0.4)
-    figure.suptitle(f"{title}\nmarkers MEASURED (stage = layer, uniform routing); dashed lines PREDICTED", fontsize=9)
+    _legend(figure, corner, handles, "format (filled: triton, MEASURED)")
+    figure.suptitle(f"{title}\nmarkers MEASURED (stage = layer, uniform routing); dashed lines PREDICTED", fontsize=9,
+                    y=1 - 0.12 / figure.get_figheight(), va="top")
     return save(figure, path)
 
 
@@ -173,15 +200,15 @@ def skew(rows: pd.DataFrame, path: Path, title: str) -> Path:
     expectation's time on the given roof. ``rows`` carry ``roof_bw`` and ``roof_peak`` columns for it."""
     from matplotlib.lines import Line2D
 
-    presets = list(dict.fromkeys(rows["label"]))
-    figure, _, columns = _grid(2 * len(presets), columns=len(presets), width=3.6, height=2.7, top=1.0, right=2.2)
-    axes = figure.subplots(2, columns, squeeze=False)
+    names = panels(rows)
+    presets = list(dict.fromkeys(names))
+    figure, pairs, corner = _pairs(len(presets))
     routings = [r for r in ROUTING_COLOURS if r in set(rows["routing"])]
-    for index, preset in enumerate(presets):
-        group = rows[rows["label"] == preset]
-        top, bottom = axes[0][index], axes[1][index]
+    for (top, bottom), preset in zip(pairs, presets):
+        group = rows[names == preset]
         layer = layer_of(group.iloc[0])
-        seconds = np.maximum(layer.bytes(TOKENS) / group["roof_bw"].iloc[0], layer.flops(TOKENS) / group["roof_peak"].iloc[0])
+        seconds = predicted_time(layer.flops(TOKENS), layer.bytes(TOKENS), group["roof_peak"].iloc[0],
+                                 group["roof_bw"].iloc[0])
         top.plot(TOKENS, seconds * 1e6, "--", color=ROUTING_COLOURS["uniform"], lw=1.0)
         for (routing, zipf), series in group.groupby(["routing", "zipf"], sort=False):
             series = series.sort_values("tokens")
@@ -189,7 +216,7 @@ def skew(rows: pd.DataFrame, path: Path, title: str) -> Path:
             top.plot(series["tokens"], series["median_s"] * 1e6, "-o", color=colour, markersize=3, lw=1.0)
             bottom.plot(series["tokens"], series["bytes"] / series["median_s"] / 1e12, "-o", color=colour,
                         markersize=3, lw=1.0)
-        top.set_title(_title(preset_name(group), 44), fontsize=7)
+        top.set_title(_title(preset, 44), fontsize=7)
         top.set_ylabel("time per layer (µs)", fontsize=7)
         bottom.set_ylabel("bandwidth on touched bytes (TB/s)", fontsize=7)
         log_axis(top, "y", formatter=plain, subs=(1.0, 2.0, 5.0))
@@ -204,8 +231,7 @@ def skew(rows: pd.DataFrame, path: Path, title: str) -> Path:
         f" (Zipf {zipfs[r]})" if r == "skewed" else "")) for r in routings]
     handles.append(Line2D([], [], color=ROUTING_COLOURS["uniform"], ls="--", label="PREDICTED, uniform\n(expected "
                           "experts touched)"))
-    _legend(figure, axes[0][-1], handles, "routing (MEASURED, triton)")
-    figure.subplots_adjust(hspace=0.4)
+    _legend(figure, corner, handles, "routing (MEASURED, triton)")
     figure.suptitle(f"{title}\nskewed routing reads fewer experts (fewer bytes) but piles pairs onto hot experts",
-                    fontsize=9)
+                    fontsize=9, y=1 - 0.12 / figure.get_figheight(), va="top")
     return save(figure, path)

@@ -45,16 +45,18 @@ def measured_knees(device: Device) -> pd.DataFrame:
     fitted (MEASURED) bandwidth and peak: device (datasheet key), preset, format, measured_knee."""
     rows = layer_rows(device)
     rows = rows[(rows["impl"] == plots_moe.TRITON) & (rows["routing"] == "uniform")] if not rows.empty else rows
+    columns = ["device", "preset", "panel", "ep", "format", "measured_knee"]
     if rows.empty or device.datasheet is None:
-        return pd.DataFrame(columns=["device", "preset", "format", "measured_knee"])
+        return pd.DataFrame(columns=columns)
     bandwidth, flops = _fitted_roofs(device, rows)
     out = []
-    for (label, fmt), group in rows.groupby(["label", "format"], sort=False):
+    for (panel, fmt), group in rows.groupby([plots_moe.panels(rows), "format"], sort=False):
         layer = plots_moe.layer_of(group.iloc[0])
         knee = layer.knee(device.datasheet, bandwidth, flops) if np.isfinite(bandwidth) and np.isfinite(flops) \
             else float("nan")
-        out.append(dict(device=device.datasheet.key, preset=str(label), format=str(fmt), measured_knee=knee))
-    return pd.DataFrame(out)
+        out.append(dict(device=device.datasheet.key, preset=str(group["label"].iloc[0]), panel=panel, ep=layer.ep,
+                        format=str(fmt), measured_knee=knee))
+    return pd.DataFrame(out, columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +111,9 @@ def predicted_section(devices_measured: list[Device], out_dir: Path) -> str:
     sheets = DEVICES
     knees = knee_table(sheets)
     measured = pd.concat([measured_knees(d) for d in devices_measured] or [pd.DataFrame()], ignore_index=True)
+    if not measured.empty:  # the predicted layers are EP 1 with the preset's shared expert
+        measured = measured[measured["ep"] == 1].groupby(["device", "preset", "format"], as_index=False)[
+            "measured_knee"].median()
     shown = knees.merge(measured, on=["device", "preset", "format"], how="left") if not measured.empty else \
         knees.assign(measured_knee=np.nan)
     h100 = get(CLAIM_DEVICE)
@@ -179,7 +184,7 @@ def _summary(rows: pd.DataFrame, device: Device, dram: float) -> list[list]:
     knees = measured_knees(device)
     out = []
     uniform = rows[rows["routing"] == "uniform"]
-    for (label, fmt), group in uniform.groupby(["label", "format"], sort=False):
+    for (panel, fmt), group in uniform.groupby([plots_moe.panels(uniform), "format"], sort=False):
         ours = group[group["impl"] == plots_moe.TRITON].sort_values("tokens")
         if ours.empty:
             continue
@@ -189,10 +194,10 @@ def _summary(rows: pd.DataFrame, device: Device, dram: float) -> list[list]:
         ratio = (times.get("torch-loop", pd.Series(dtype=float)) / times.get(plots_moe.TRITON, pd.Series(dtype=float)))
         speedup = float(ratio.min()) if ratio.notna().any() else float("nan")
         layer = plots_moe.layer_of(first)
-        knee = knees[(knees["preset"] == label) & (knees["format"] == fmt)]["measured_knee"]
+        knee = knees[(knees["panel"] == panel) & (knees["format"] == fmt)]["measured_knee"]
         tensor = device.datasheet.tensor(str(first["dtype"])) if device.datasheet is not None else None
         predicted = layer.knee(device.datasheet, peak_flops=tensor) if tensor else float("nan")
-        out.append([label, fmt, int(first["tokens"]), quantity(bandwidth, "B/s"), number(bandwidth / dram),
+        out.append([panel, fmt, int(first["tokens"]), quantity(bandwidth, "B/s"), number(bandwidth / dram),
                     f"{number(speedup)}×" if np.isfinite(speedup) else MISSING,
                     number(knee.iloc[0]) if len(knee) else MISSING, number(predicted)])
     return out
@@ -225,7 +230,7 @@ def device_section(device: Device, out_dir: Path) -> str:
                    "(T ≤ 64)", "knee T, fitted roofs", "knee T, datasheet (PREDICTED)"], _summary(rows, device,
                                                                                                   reference))]
     skewed = rows[(rows["impl"] == plots_moe.TRITON) & (rows["format"] == "bf16")]
-    skewed = skewed[skewed.groupby("label")["routing"].transform("nunique") > 1]
+    skewed = skewed[skewed.groupby(plots_moe.panels(skewed))["routing"].transform("nunique") > 1]
     if not skewed.empty and device.datasheet is not None:
         roof_bw = dram[0][1]
         skewed = skewed.assign(roof_bw=roof_bw, roof_peak=skewed["format"].map(peak_of))

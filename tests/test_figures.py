@@ -66,9 +66,9 @@ EXPECTED_PANELS = {
     "layer_curves": lambda inputs: len(inputs["shapes"]),
     "attention_curves": lambda inputs: 2 * len(inputs["shapes"]),
     "tokenomics": lambda inputs: len(set(zip(inputs["curves"]["preset"], inputs["curves"]["scenario"]))),
-    "touched_bandwidth": lambda inputs: 2 * inputs["rows"]["label"].nunique(),  # experts read over bandwidth
+    "touched_bandwidth": lambda inputs: 2 * plots_moe.panels(inputs["rows"]).nunique(),  # experts read, bandwidth
     "knees": lambda inputs: inputs["table"]["device"].nunique(),
-    "skew": lambda inputs: 2 * inputs["rows"]["label"].nunique(),  # time over bandwidth
+    "skew": lambda inputs: 2 * plots_moe.panels(inputs["rows"]).nunique(),  # time over bandwidth
 }
 WITHOUT_LEGEND = {"heatmap"}  # a colour bar instead
 

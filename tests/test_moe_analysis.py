@@ -205,6 +205,16 @@ def test_curves_stop_at_the_kv_cap_and_leave_out_what_does_not_fit():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_one_preset_at_two_ep_degrees_is_two_panels():
+    from analysis import plots_moe
+
+    row = dict(label="gpt-oss-120b", experts=128, top_k=4, d_model=2880, d_ff=2880, shared=0, format="bf16")
+    rows = pd.DataFrame([dict(row, ep=1), dict(row, ep=8), dict(row, ep=8)])
+    names = plots_moe.panels(rows)
+    assert names.nunique() == 2 and "EP8" in names.iloc[1] and "EP8" not in names.iloc[0]
+    assert plots_moe.panels(rows.iloc[0:0]).empty
+
+
 def test_fixture_rows_follow_the_contract(tmp_path):
     path = fx.write_moe_run(tmp_path)
     rows = pd.read_csv(path)
