@@ -232,7 +232,3 @@ class DenseMlp:
         weights = float(self.bytes(0.0))
         return weights / device.bandwidth / gain if gain > 0 else float("inf")
 
-
-def expected_vs_drawn(layer: MoeLayer, tokens: int, touched: int) -> float:
-    """Drawn touched experts over the uniform expectation (1 for a routing as uniform as expected)."""
-    return touched / float(layer.touched(tokens))

@@ -102,6 +102,16 @@ def claims_rows() -> list[list]:
     return out
 
 
+def index_line() -> str:
+    """The index's pointer to the MoE predictions, with the headline knee (PREDICTED)."""
+    device = get(CLAIM_DEVICE)
+    layer = MoeLayer.of(moe_model("deepseek-v3"), "bf16", shared=False)
+    return (f"Mixture-of-experts layers (PREDICTED, [predicted.md](predicted.md)): a layer reads only the experts its "
+            f"tokens touch, so it stays memory-bound to T ≈ ridge·E/k — DeepSeek-V3 in bf16 on an {device.name} "
+            f"turns compute-bound at T = {number(layer.knee(device))} tokens against {number(layer.dense().knee(device))}"
+            " for a dense MLP of the same active FLOPs; MoE decode economics on [tokenomics.md](tokenomics.md).\n")
+
+
 def _knee_cell(knee: float, dense: float) -> str:
     return f"{number(knee)} (dense {number(dense)})"
 

@@ -167,5 +167,6 @@ def index_summary(devices_measured: list[Device]) -> str:
                "ridge fp8 FLOP/B", "L2", "NVLink (both directions)", "source"], _roofline_rows(keys)),
         f"H200 / H100 SXM DRAM bandwidth: {h200.bandwidth / h100.bandwidth:.3f}× (the articles' \"43 %\"); same "
         f"tensor peaks ({quantity(h100.tensor('bf16'), 'FLOP/s')} bf16), so the ridge falls from "
-        f"{h100.ridge:.0f} to {h200.ridge:.0f} FLOP/B.\n"])
+        f"{h100.ridge:.0f} to {h200.ridge:.0f} FLOP/B.\n",
+        sections_moe.index_line()])
 
