@@ -49,6 +49,28 @@ def test_matrix_bytes_match_the_kernel_side_on_any_shape():
         assert matrix_bytes(fmt, rows, k) == formats.expert_bytes(fmt, rows, k, 2), (fmt, rows, k)
 
 
+def test_layer_bytes_and_flops_match_the_kernel_rows_on_drawn_routings():
+    """The layer row's bytes and FLOPs (kernels/moe_cost.py, for the routing the case draws) are the analysis model's
+    for the same counts, on cases drawn afresh: every format, EP, shared, routing."""
+    pytest.importorskip("kernels.moe_cost")
+    from kernels.moe_cost import counts, moe_bytes, moe_flops
+    from kernels.moe_spec import MOE
+
+    rng = np.random.default_rng()
+    for _ in range(20):
+        experts, top_k, ep = int(rng.choice([8, 16, 40])), int(rng.integers(1, 5)), int(rng.choice([1, 2, 4, 8]))
+        ep = ep if experts % ep == 0 else 1
+        routing = str(rng.choice(["uniform", "skewed", "balanced"]))
+        values = dict(tokens=int(rng.integers(1, 300)), experts=experts, top_k=top_k, d_model=256, d_ff=384, ep=ep,
+                      routing=routing, zipf="1.2" if routing == "skewed" else "0", shared=int(rng.integers(2)),
+                      format=str(rng.choice(FORMATS)), stage="layer")
+        case = MOE.case("bf16", **values)
+        drawn = counts(case)
+        layer = MoeLayer(experts, top_k, 256, 384, ep, values["shared"], values["format"])
+        assert float(layer.bytes_for(values["tokens"], drawn.touched, drawn.tokens_in)) == moe_bytes(case), values
+        assert float(layer.flops_for(values["tokens"], drawn.pairs)) == moe_flops(case), values
+
+
 def test_layer_bytes_and_flops_by_hand():
     layer = MoeLayer(experts=8, top_k=2, d_model=64, d_ff=32)
     expert = (64 * 64 + 64 * 32) * 2  # W1 [2·32, 64] + W2 [64, 32], bf16
