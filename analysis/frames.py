@@ -17,7 +17,7 @@ from bench.results import ID_COLUMNS, METRIC_COLUMNS, Mode, Status
 SWEPT_AXES = {
     "gemv": ("M",), "gemm": ("M",), "qgemv": ("M",), "qgemm": ("M",), "dequant": ("M", "N"),
     "attn_decode": ("batch", "context"), "attn_prefill": ("seq", "seq_kv", "seq_q", "batch"),
-    "copy": ("N",), "triad": ("N",), "read": ("N",), "write": ("N",), "fma": ("N",),
+    "moe": ("tokens",), "copy": ("N",), "triad": ("N",), "read": ("N",), "write": ("N",), "fma": ("N",),
 }
 BATCH_AXES = ("M", "batch")  # swept axes that are a batch of tokens or sequences
 QUANT_KERNELS = ("qgemv", "qgemm")

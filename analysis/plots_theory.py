@@ -222,7 +222,7 @@ def attention_curves(shapes: list[predicted.AttentionShape], devices: list[Datas
     return save(figure, path)
 
 
-def tokenomics(curves: pd.DataFrame, path: Path) -> Path:
+def tokenomics(curves: pd.DataFrame, path: Path, title: str | None = None) -> Path:
     """Throughput per GPU vs interactivity per preset × scenario panel (the articles' claim first), one colour per
     device: thin dotted = the upper bound (no fixed costs), thick = with the per-step fixed costs (dashed when
     PREDICTED from datasheets, solid with dots when the kernel terms are MEASURED); batch 1 to the memory cap, the
@@ -261,8 +261,8 @@ def tokenomics(curves: pd.DataFrame, path: Path) -> Path:
         ax.margins(x=0.12, y=0.12)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.suptitle("Decode economics, PREDICTED unless marked: batch 1 (right) to the memory cap (★, left); first "
-                    "panel: the articles' H100-vs-H200 claim", fontsize=9)
+    figure.suptitle(title or "Decode economics, PREDICTED unless marked: batch 1 (right) to the memory cap (★, left); "
+                    "first panel: the articles' H100-vs-H200 claim", fontsize=9)
     handles = [Line2D([], [], color=device_colour(k, keys.index(k)), lw=2, label=names[k]) for k in keys]
     handles += [Line2D([], [], color="0.3", ls=":", lw=0.9, label="upper bound: no fixed costs"),
                 Line2D([], [], color="0.3", ls="--", lw=1.4, label="with fixed costs (all-reduce\nlatency, launches)"),

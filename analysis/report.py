@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import sections, sections_fits, sections_node, sections_theory, sections_tokenomics
+from analysis import sections, sections_fits, sections_moe, sections_node, sections_theory, sections_tokenomics
 from analysis.ceilings import DeviceRoofs, derive_ceilings
 from analysis.comparison import comparison
 from analysis.devices import match_device
@@ -80,7 +80,7 @@ def _device_report(device: Device, out_dir: Path) -> Path:
         parts += [sections.ceilings_section(device), sections_fits.roofline_section(device, out_dir),
                   sections_fits.bandwidth_section(device, out_dir), sections_fits.fraction_section(device, out_dir),
                   sections_fits.fit_section(device, out_dir), sections_fits.efficiency_section(device, out_dir),
-                  sections_fits.quant_section(device, out_dir),
+                  sections_fits.quant_section(device, out_dir), sections_moe.device_section(device, out_dir),
                   "## Decode step from this device's kernels\n\nThe decode-step model with this device's fitted "
                   "kernels (MEASURED terms) beside its datasheet prediction: [../tokenomics.md](../tokenomics.md).\n"]
     parts += [sections_node.health_section(sorted(device.frame["source"].unique())),

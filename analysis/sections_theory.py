@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots, plots_theory, predicted
+from analysis import plots, plots_theory, predicted, sections_moe
 from analysis.devices import get
 from analysis.frames import unsteady
 from analysis.markdown import number, quantity, slug, table
@@ -152,6 +152,7 @@ def predicted_page(devices_measured: list[Device], out_dir: Path) -> Path:
     out.append(figure(out_dir / "predicted-attention.png", lambda p: plots.cached(
         f"attention {shapes} {keys} {_digest(attention_measured)}", p,
         lambda q: plots_theory.attention_curves(shapes, sheets, attention_measured, q)), "predicted attention times"))
+    out.append(sections_moe.predicted_section(devices_measured, out_dir))
     path = out_dir / PAGE
     path.write_text("\n".join(out))
     return path
@@ -170,5 +171,6 @@ def index_summary(devices_measured: list[Device]) -> str:
                "ridge fp8 FLOP/B", "L2", "NVLink (both directions)", "source"], _roofline_rows(keys)),
         f"H200 / H100 SXM DRAM bandwidth: {h200.bandwidth / h100.bandwidth:.3f}× (the articles' \"43 %\"); same "
         f"tensor peaks ({quantity(h100.tensor('bf16'), 'FLOP/s')} bf16), so the ridge falls from "
-        f"{h100.ridge:.0f} to {h200.ridge:.0f} FLOP/B.\n"])
+        f"{h100.ridge:.0f} to {h200.ridge:.0f} FLOP/B.\n",
+        sections_moe.index_line()])
 

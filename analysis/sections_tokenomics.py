@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import claims, plots, plots_theory, tokenomics_verdict
+from analysis import claims, plots, plots_theory, sections_moe_tokenomics, tokenomics_verdict
 from analysis.ceilings import best
 from analysis.markdown import MISSING, exact, number, percent, quantity, table
 from analysis.sections import Device, figure
@@ -207,7 +207,8 @@ def tokenomics_page(devices: list[Device], out_dir: Path) -> tuple[Path, pd.Data
                   "PREDICTED utilisation, H100 SXM datasheet", "MEASURED utilisation (projections)"],
                  _article_rows(bases)),
            "A fp16 GEMV does 2 FLOPs per 2-byte weight, so batch b has ≈ b FLOP/B, a quarter of the articles' "
-           "figure; on the roofline a memory-bound layer's utilisation is b × bandwidth / peak.\n"]
+           "figure; on the roofline a memory-bound layer's utilisation is b × bandwidth / peak.\n",
+           sections_moe_tokenomics.economics_section(out_dir)]
     path = out_dir / PAGE
     path.write_text("\n".join(out))
     return path, claims_table

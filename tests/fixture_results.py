@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.moe import MoeLayer, matrix_bytes
 from analysis.workloads import decode_point_cost, prefill_cost
 from bench.results import SCHEMA_VERSION, ResultWriter, columns_for, write_sidecar
 
@@ -57,11 +58,11 @@ UNSTEADY_EVERY = 13  # with unsteady=True: every 13th timed row not converged, t
 
 class _Run:
     def __init__(self, root: Path, device: SyntheticDevice, run_id: str, suite: str, mode: str, rng,
-                 unsteady: bool = False):
+                 unsteady: bool = False, axes=AXES):
         self.device, self.run_id, self.suite, self.mode, self.rng = device, run_id, suite, mode, rng
         self.unsteady = unsteady
         self.csv = Path(root) / device.slug / f"{run_id}.csv"
-        self.writer = ResultWriter(self.csv, columns_for(AXES))
+        self.writer = ResultWriter(self.csv, columns_for(axes))
         self.clock = 0
 
     def row(self, kernel, impl, dtype, flops, nbytes, seconds, *, label="", footprint=None, l2="cold",
@@ -215,12 +216,114 @@ def write_interpret_run(root: Path) -> Path:
     return run.close()
 
 
-def write_results(root: Path, devices=(H100,), interpret: bool = False, unsteady: bool = False) -> Path:
-    """A results directory: a ceilings run and an LLM run per device (and an interpreter run). ``unsteady``: a
-    few timed rows not converged or thermally throttled (``UNSTEADY_EVERY``), as a real run has."""
+def write_results(root: Path, devices=(H100,), interpret: bool = False, unsteady: bool = False,
+                  moe: bool = False) -> Path:
+    """A results directory: a ceilings run and an LLM run per device (and an interpreter run, and an MoE run per
+    device). ``unsteady``: a few timed rows not converged or thermally throttled (``UNSTEADY_EVERY``), as a real
+    run has."""
     for index, device in enumerate(devices):
         write_ceilings_run(root, device, seed=10 * index, unsteady=unsteady)
         write_llm_run(root, device, seed=10 * index + 1, unsteady=unsteady)
+        if moe:
+            write_moe_run(root, device, seed=10 * index + 2)
     if interpret:
         write_interpret_run(root)
     return Path(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# MoE rows (the moe family's axes, kernels/moe_spec.py): bytes and FLOPs of the routing actually drawn
+# ---------------------------------------------------------------------------------------------
+
+MOE_AXES = ("tokens", "experts", "top_k", "d_model", "d_ff", "ep", "routing", "zipf", "shared", "format", "stage")
+MOE_TOKENS = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+MOE_BLOCK = 16  # the alignment's block: each touched expert's run of pairs padded to it (w1's slots)
+# preset label -> (experts, top_k, d_model, d_ff, ep, shared, formats): kernels/models.py dimensions
+MOE_CASES = {
+    "mixtral-8x7b": (8, 2, 4096, 14336, 1, 0, ("bf16", "int4-g128")),
+    "gpt-oss-120b": (128, 4, 2880, 2880, 1, 0, ("bf16", "mxfp4")),
+    "deepseek-v3": (256, 8, 7168, 2048, 8, 1, ("bf16", "fp8-block")),
+}
+MOE_SKEW_PRESET = "gpt-oss-120b"
+MOE_ROUTINGS = (("uniform", "0"), ("skewed", "1.2"), ("balanced", "0"))
+
+
+@dataclass(frozen=True)
+class DrawnRouting:
+    """What the byte model needs of one drawn routing on the GPU holding experts [0, local)."""
+
+    pairs: int  # (token, expert) pairs routed here
+    touched: int  # local experts with ≥ 1 pair
+    tokens_in: int  # tokens with ≥ 1 pair here
+    slots: int  # pairs here with each touched expert's run padded to MOE_BLOCK
+
+
+def draw_routing(tokens: int, experts: int, top_k: int, routing: str, zipf: str, local: int,
+                 rng: np.random.Generator) -> DrawnRouting:
+    """k distinct experts per token: uniform (Gumbel top-k on equal weights), skewed (P(rank r) ∝ r^−zipf, ranks
+    dealt by a permutation), balanced (pair j → expert j mod E); counted on experts [0, local)."""
+    if routing == "balanced":
+        ids = (np.arange(tokens * top_k) % experts).reshape(tokens, top_k)
+    else:
+        log_p = np.zeros(experts)
+        if routing == "skewed":
+            log_p = -float(zipf) * np.log(rng.permutation(experts) + 1.0)
+        keys = log_p - np.log(-np.log(rng.random((tokens, experts)).clip(1e-300)))
+        ids = np.argpartition(-keys, top_k - 1, axis=1)[:, :top_k]
+    here = ids < local
+    per_expert = np.bincount(ids[here], minlength=local)
+    slots = int((-(-per_expert // MOE_BLOCK) * MOE_BLOCK).sum())
+    return DrawnRouting(int(here.sum()), int((per_expert > 0).sum()), int(here.any(axis=1).sum()), slots)
+
+
+def _moe_stage_cost(layer: MoeLayer, stage: str, tokens: int, drawn: DrawnRouting) -> tuple[float, float]:
+    """(flops, bytes) of a stage for the drawn routing (kernels/moe_spec.py's table)."""
+    d, f, a, k = layer.d_model, layer.d_ff, layer.act_bytes, layer.top_k
+    flops = float(layer.flops_for(tokens, drawn.pairs))
+    if stage == "layer":
+        return flops, float(layer.bytes_for(tokens, drawn.touched, drawn.tokens_in))
+    rows_in = tokens if layer.shared else drawn.tokens_in
+    experts = drawn.touched + layer.shared
+    if stage == "w1":
+        w1 = experts * matrix_bytes(layer.format, 2 * f, d, a)
+        return 2 / 3 * flops, rows_in * d * a + w1 + drawn.slots * 4 + (drawn.slots + tokens * layer.shared) * f * a
+    w2 = experts * matrix_bytes(layer.format, d, f, a)
+    return flops / 3, (drawn.pairs + tokens * layer.shared) * f * a + w2 + tokens * k * 8 + tokens * d * a
+
+
+def write_moe_run(root: Path, device: SyntheticDevice = H100, seed: int = 2) -> Path:
+    """``moe`` rows: presets × formats × T (stage layer; w1 and w2 for one preset), three routings for one preset,
+    impls triton, torch-loop (a launch per touched expert) and dense (every local expert's bf16 weights)."""
+    rng = np.random.default_rng(seed)
+    run = _Run(root, device, f"synthetic-moe-{device.slug}", "moe", "cuda", rng, axes=MOE_AXES)
+    draws: dict[tuple, DrawnRouting] = {}
+    for label, (experts, top_k, d_model, d_ff, ep, shared, formats) in MOE_CASES.items():
+        routings = MOE_ROUTINGS if label == MOE_SKEW_PRESET else MOE_ROUTINGS[:1]
+        for (routing, zipf), fmt, tokens in ((r, f, t) for r in routings for f in formats for t in MOE_TOKENS):
+            if routing != "uniform" and fmt != "bf16":
+                continue
+            layer = MoeLayer(experts, top_k, d_model, d_ff, ep, shared, fmt)
+            key = (tokens, experts, top_k, routing, zipf, ep)
+            if key not in draws:
+                draws[key] = draw_routing(tokens, experts, top_k, routing, zipf, layer.local_experts, rng)
+            drawn = draws[key]
+            axes = dict(label=label, tokens=tokens, experts=experts, top_k=top_k, d_model=d_model, d_ff=d_ff, ep=ep,
+                        routing=routing, zipf=zipf, shared=shared, format=fmt)
+            stages = ("layer", "w1", "w2") if label == MOE_SKEW_PRESET and routing == "uniform" else ("layer",)
+            # skew piles pairs onto a few experts: fewer bytes, but the grouped GEMM runs on fewer, fuller tiles
+            peak_factor = 0.45 if routing == "skewed" else 0.7
+            for stage in stages:
+                flops, nbytes = _moe_stage_cost(layer, stage, tokens, drawn)
+                run.row("moe", "triton", "bf16", flops, nbytes,
+                        model_time(device, flops, nbytes, "bf16", 0.85, peak_factor), stage=stage, **axes)
+            if routing != "uniform" or fmt != formats[0]:
+                continue
+            flops = float(layer.flops_for(tokens, drawn.pairs))
+            loop = layer.with_format("bf16")
+            loop_bytes = float(loop.bytes_for(tokens, drawn.touched, drawn.tokens_in))
+            loop_time = model_time(device, flops, loop_bytes, "bf16", 0.5, 0.5) + drawn.touched * 8e-6
+            run.row("moe", "torch-loop", "bf16", flops, loop_bytes, loop_time, stage="layer", **axes)
+            dense_bytes = float(loop.bytes_for(tokens, layer.local_experts, drawn.tokens_in))
+            run.row("moe", "dense", "bf16", flops, dense_bytes,
+                    model_time(device, flops, dense_bytes, "bf16", 0.9, 0.9), stage="layer", **axes)
+    return run.close()

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from analysis import plots, plots_sweeps, plots_theory
+from analysis import plots, plots_moe, plots_sweeps, plots_theory
 from analysis.report import build_report
 from tests import fixture_results as fx
 
-MODULES = (plots, plots_sweeps, plots_theory)
+MODULES = (plots, plots_sweeps, plots_theory, plots_moe)
 TOLERANCE_PX = 1.0  # text extents are rounded to whole pixels when drawn
 
 
@@ -66,6 +66,9 @@ EXPECTED_PANELS = {
     "layer_curves": lambda inputs: len(inputs["shapes"]),
     "attention_curves": lambda inputs: 2 * len(inputs["shapes"]),
     "tokenomics": lambda inputs: len(set(zip(inputs["curves"]["preset"], inputs["curves"]["scenario"]))),
+    "touched_bandwidth": lambda inputs: 2 * plots_moe.panels(inputs["rows"]).nunique(),  # experts read, bandwidth
+    "knees": lambda inputs: inputs["table"]["device"].nunique(),
+    "skew": lambda inputs: 2 * plots_moe.panels(inputs["rows"]).nunique(),  # time over bandwidth
 }
 WITHOUT_LEGEND = {"heatmap"}  # a colour bar instead
 
@@ -74,7 +77,7 @@ WITHOUT_LEGEND = {"heatmap"}  # a colour bar instead
 def drawn(tmp_path_factory) -> list[Drawn]:
     """Every figure a report of the fixture results draws, with the inputs it was drawn from."""
     root = fx.write_results(tmp_path_factory.mktemp("results"), devices=(fx.H100, fx.H200), interpret=True,
-                            unsteady=True)
+                            unsteady=True, moe=True)
     out = tmp_path_factory.mktemp("report")
     calls: list[Drawn] = []
     original_save = plots.save
