@@ -36,15 +36,15 @@ def _stage(layer, case: Case) -> tuple:
     if stage == "align":
         sorted_ids = ws.alignment.sorted_ids.view(torch.float32)  # the gate compares its bits
         return (lambda: (layer.align(), sorted_ids)[1]), ()
+    scratch = tuple(t for t in (ws.y, ws.y_shared) if t is not None)
+    if stage == "layer":
+        return layer, scratch + (ws.h,)
     layer.align()
     if stage == "w1":
         h = ws.h[:ws.shared_slots + slots_used(case)]
         return (lambda: (layer.up(), h)[1]), ()
-    scratch = tuple(t for t in (ws.y, ws.y_shared) if t is not None)
-    if stage == "w2":
-        layer.up()
-        return layer.down, scratch
-    return layer, scratch + (ws.h,)
+    layer.up()
+    return layer.down, scratch
 
 
 def _build_triton(inputs: Inputs, case: Case) -> Launch:
