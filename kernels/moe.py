@@ -35,7 +35,9 @@ from kernels.dequant import decode_tile, row_scale
 from kernels.moe_formats import ExpertWeights, MoeFormat, kernel_weight_args
 from kernels.tuning import Limits, autotune, device_limits
 
-MAX_ACC_PER_THREAD = 128  # fp32 accumulators per thread (both of w1's), beside the decoded W tile
+# fp32 accumulators per thread (both of w1's) beside the decoded W tile: 128 spilled ≈ 450 B on sm_90a
+# (w1, 128 × 64 with 4 warps), as it did for qgemm
+MAX_ACC_PER_THREAD = 64
 ALIGN_BLOCK = 256  # pairs an align program scans per step
 
 
@@ -61,7 +63,7 @@ def max_blocks(pairs: int, experts: int, block_m: int) -> int:
 def moe_configs() -> list[triton.Config]:
     """Column × K tiles (BLOCK_M is the alignment's, chosen by the launcher), Triton-tutorial style."""
     shapes = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 8, 3), (256, 64, 8, 3),
-              (32, 128, 4, 4), (128, 32, 4, 4), (64, 32, 4, 4))
+              (32, 128, 4, 4), (128, 32, 4, 4), (64, 32, 4, 4), (64, 64, 8, 3), (64, 128, 8, 3), (32, 64, 4, 4))
     return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s) for bn, bk, w, s in shapes]
 
 
@@ -419,10 +421,13 @@ class Workspace:
         return self.h[self.shared_slots:]
 
 
-def workspace(x: torch.Tensor, ids: torch.Tensor, w1: ExpertWeights, shared: bool) -> Workspace:
+def workspace(x: torch.Tensor, ids: torch.Tensor, w1: ExpertWeights, shared: bool,
+              model_experts: int | None = None) -> Workspace:
+    """``model_experts``: the model's E (this GPU holds w1.experts of them): a block holds T·k/E pairs
+    on average whatever the expert parallelism."""
     tokens, top_k = ids.shape
     d_ff, d_model = w1.rows // 2, w1.k
-    block_m = moe_block_m(ids.numel(), w1.experts)
+    block_m = moe_block_m(ids.numel(), model_experts or w1.experts)
     alignment = empty_alignment(ids.numel(), w1.experts, block_m, x.device)
     shared_alignment = identity_alignment(tokens, moe_block_m(tokens, 1), x.device) if shared else None
     rows = alignment.sorted_ids.shape[0] + (shared_alignment.sorted_ids.shape[0] if shared else 0)
@@ -483,15 +488,16 @@ class MoeLayer:
 
 
 def moe_layer(x, ids, weights, w1: ExpertWeights, w2: ExpertWeights, out: torch.Tensor | None = None,
-              shared: tuple[ExpertWeights, ExpertWeights] | None = None) -> MoeLayer:
+              shared: tuple[ExpertWeights, ExpertWeights] | None = None, model_experts: int | None = None) -> MoeLayer:
     """Check and allocate once; the returned layer runs the launches on every call."""
     out = torch.empty_like(x) if out is None else out
     check_moe(x, ids, weights, w1, w2, out)
     shared_w1, shared_w2 = shared or (None, None)
-    return MoeLayer(x, ids, weights, w1, w2, out, workspace(x, ids, w1, shared is not None), shared_w1, shared_w2)
+    ws = workspace(x, ids, w1, shared is not None, model_experts)
+    return MoeLayer(x, ids, weights, w1, w2, out, ws, shared_w1, shared_w2)
 
 
 def fused_moe(x, ids, weights, w1: ExpertWeights, w2: ExpertWeights, out: torch.Tensor | None = None,
-              shared: tuple[ExpertWeights, ExpertWeights] | None = None) -> torch.Tensor:
+              shared: tuple[ExpertWeights, ExpertWeights] | None = None, model_experts: int | None = None) -> torch.Tensor:
     """The whole layer once: out [T, d_model] (see the module docstring)."""
-    return moe_layer(x, ids, weights, w1, w2, out, shared)()
+    return moe_layer(x, ids, weights, w1, w2, out, shared, model_experts)()

@@ -20,7 +20,8 @@ def _layer(inputs: Inputs, case: Case):
     from kernels.moe import moe_layer
 
     shared = (inputs["shared_w1"], inputs["shared_w2"]) if case["shared"] else None
-    return moe_layer(inputs["x"], inputs["ids"], inputs["weights"], inputs["w1"], inputs["w2"], inputs["out"], shared)
+    return moe_layer(inputs["x"], inputs["ids"], inputs["weights"], inputs["w1"], inputs["w2"], inputs["out"], shared,
+                     case["experts"])
 
 
 def _config() -> str:

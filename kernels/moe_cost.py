@@ -35,7 +35,7 @@ def case_ids(case: Case) -> torch.Tensor:
 def block_m(case: Case) -> int:
     from kernels.moe import moe_block_m  # Triton: only when a launch or the reference needs it
 
-    return moe_block_m(case["tokens"] * case["top_k"], local_experts(case))
+    return moe_block_m(case["tokens"] * case["top_k"], case["experts"])
 
 
 def slots_used(case: Case) -> int:
