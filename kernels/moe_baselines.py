@@ -17,7 +17,7 @@ from kernels.spec import Case, DeviceCaps, DType, Impl, Inputs, Launch, TuneSpac
 
 
 def _layer(inputs: Inputs, case: Case):
-    from kernels.moe import moe_layer
+    from kernels.moe_layer import moe_layer
 
     shared = (inputs["shared_w1"], inputs["shared_w2"]) if case["shared"] else None
     return moe_layer(inputs["x"], inputs["ids"], inputs["weights"], inputs["w1"], inputs["w2"], inputs["out"], shared,

@@ -4,8 +4,6 @@ is asked for (:func:`block_m` imports the kernels' rule)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from kernels.moe_formats import MoeFormat, expert_bytes

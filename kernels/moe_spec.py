@@ -40,7 +40,7 @@ from kernels.moe_cost import (
 )
 from kernels.moe_formats import ExpertWeights, MoeFormat, dequantize_experts, expert_slice, pack_experts
 from kernels.moe_routing import Routing, align_reference
-from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, poisoned, scaled_randn
+from kernels.spec import Axis, Case, DeviceCaps, DType, Inputs, KernelSpec, poisoned, scaled_randn
 CLIP = 4.0  # weights clipped at 4σ, one element per expert at exactly 4σ: every expert has the same amax
 
 
