@@ -66,7 +66,7 @@ def moe_inputs(case: Case, device: torch.device, gen: torch.Generator) -> Inputs
     logits = scaled_randn((t, k), dtype=torch.float32, device=device, generator=gen)
     inputs = {
         "x": scaled_randn((t, d), dtype=dtype, device=device, generator=gen),
-        "ids": case_ids(case).to(device),
+        "ids": case_ids(case).to(device, copy=True),  # the routing is cached: never hand out the cached tensor
         "weights": torch.softmax(logits, dim=1).contiguous(),
         "w1": pack_experts(_expert_maker(2 * f, d, device, gen), e, fmt, dtype),
         "w2": pack_experts(_expert_maker(d, f, device, gen), e, fmt, dtype),
