@@ -19,6 +19,12 @@ from kernels.spec import DeviceCaps, Impl, generator_for
 from kernels.tuning import HOPPER
 
 INTERPRETER = DeviceCaps("interpreter", None, True, 0, 1, 0)
+
+
+def _caps(device: str) -> DeviceCaps:
+    if device != "cuda":
+        return INTERPRETER
+    return DeviceCaps("cuda", torch.cuda.get_device_capability(), False, 0, 1, 0)
 MOE = registry.get("moe")
 # per format: d_model and d_ff no tile divides, as far as the layout lets them (int4 needs 128s)
 SIZES = {"bf16": (40, 24), "fp8-channel": (40, 24), "fp8-block": (136, 24), "int4-g128": (128, 128),
@@ -30,8 +36,8 @@ def _case(dtype="fp16", fmt="bf16", **values):
     return MOE.case(dtype, **{"d_model": d, "d_ff": f, "format": fmt, **values})
 
 
-def _passes(case, impl="triton", seed=0, fresh=False):
-    checked = check_point(MOE, impl, case, "cpu", seed, fresh=fresh)
+def _passes(case, device, impl="triton", seed=0, fresh=False):
+    checked = check_point(MOE, impl, case, device, seed, fresh=fresh)
     return checked.ok, f"{case.label()}: {checked.message()}"
 
 
@@ -43,10 +49,10 @@ def _passes(case, impl="triton", seed=0, fresh=False):
     ("mxfp4", 37, 40, 1, "skewed"),
     ("nvfp4", 3, 8, 2, "uniform"),
 ])
-def test_every_format_matches_the_reference(fmt, tokens, experts, top_k, routing, seed):
+def test_every_format_matches_the_reference(fmt, tokens, experts, top_k, routing, device, seed):
     zipf = "1.2" if routing == "skewed" else "0"
     ok, why = _passes(_case(fmt=fmt, tokens=tokens, experts=experts, top_k=top_k, routing=routing, zipf=zipf),
-                      seed=seed)
+                      device, seed=seed)
     assert ok, why
 
 
@@ -55,31 +61,36 @@ def test_every_format_matches_the_reference(fmt, tokens, experts, top_k, routing
     dict(tokens=37, experts=8, top_k=2, ep=2, shared=1, fmt="fp8-block"),  # half the experts here, a shared one
     dict(tokens=3, experts=40, top_k=4, ep=8, fmt="int4-g128"),
 ])
-def test_expert_parallelism_shared_expert_and_fp32(values, seed):
-    ok, why = _passes(_case(**values), seed=seed, fresh=True)
+def test_expert_parallelism_shared_expert_and_fp32(values, device, seed):
+    ok, why = _passes(_case(**values), device, seed=seed, fresh=True)
     assert ok, why
 
 
 @pytest.mark.parametrize("stage", ["align", "w1", "w2"])
-def test_each_stage_alone(stage, seed):
-    ok, why = _passes(_case(fmt="mxfp4", tokens=37, experts=8, top_k=2, shared=1, stage=stage), seed=seed)
+def test_each_stage_alone(stage, device, seed):
+    ok, why = _passes(_case(fmt="mxfp4", tokens=37, experts=8, top_k=2, shared=1, stage=stage), device, seed=seed)
     assert ok, why
 
 
 @pytest.mark.parametrize("impl", ["torch-loop", "grouped-mm", "dense"])
-def test_baselines_match_the_reference(impl, seed):
-    ok, why = _passes(_case(fmt="nvfp4", tokens=37, experts=8, top_k=2, ep=2, shared=1), impl, seed)
+def test_baselines_match_the_reference(impl, device, seed):
+    case = _case(fmt="nvfp4", tokens=37, experts=8, top_k=2, ep=2, shared=1, dtype="bf16" if device == "cuda" else "fp16")
+    if impl == "grouped-mm" and MOE.skip_reason(case, MOE.impl(impl), _caps(device)):
+        pytest.skip(MOE.skip_reason(case, MOE.impl(impl), _caps(device)))
+    ok, why = _passes(case, device, impl, seed)
     assert ok, why
     assert MOE.skip_reason(_case(stage="w1"), MOE.impl(impl), INTERPRETER)  # baselines time the layer only
 
 
-def test_align_sorts_pairs_by_expert_into_padded_blocks(seed):
+def test_align_sorts_pairs_by_expert_into_padded_blocks(device, seed):
     from kernels.moe import empty_alignment, moe_align, moe_block_m
 
     ids = torch.randint(0, 12, (37, 3), generator=generator_for("cpu", seed), dtype=torch.int32)  # 12 ≥ 8: EP
     bm = moe_block_m(ids.numel(), 8)
-    alignment = moe_align(ids, 8, empty_alignment(ids.numel(), 8, bm, "cpu"))
+    alignment = moe_align(ids.to(device), 8, empty_alignment(ids.numel(), 8, bm, device))
     expected = align_reference(ids, 8, bm, alignment.sorted_ids.numel())
+    alignment = dataclasses.replace(alignment, sorted_ids=alignment.sorted_ids.cpu(),
+                                    block_expert=alignment.block_expert.cpu(), padded=alignment.padded.cpu())
     assert torch.equal(alignment.sorted_ids, expected)
     used = int(alignment.padded)
     assert used % bm == 0 and (expected[used:] == ids.numel()).all()
@@ -88,7 +99,7 @@ def test_align_sorts_pairs_by_expert_into_padded_blocks(seed):
     assert ((owner == blocks) | (expected[:used] == ids.numel())).all()
 
 
-def test_untouched_experts_are_never_read(seed):
+def test_untouched_experts_are_never_read(device, seed):
     """NaN in every expert no token picked: the layer stays finite and right (T = 1, k = 1, E = 40)."""
     case = _case(tokens=1, experts=40, top_k=1)
     touched = int(route(1, 40, 1, "uniform", "0")[0, 0])
@@ -100,24 +111,24 @@ def test_untouched_experts_are_never_read(seed):
         w1 = dataclasses.replace(inputs["w1"], dense=dense.reshape(-1, case["d_model"]))
         return real.build({**inputs, "w1": w1}, case)
 
-    checked = check_point(MOE, dataclasses.replace(real, build=build), case, "cpu", seed, fresh=False)
+    checked = check_point(MOE, dataclasses.replace(real, build=build), case, device, seed, fresh=False)
     assert checked.ok, checked.message()
 
 
-def test_the_gate_catches_a_token_sent_to_the_wrong_expert(seed):
+def test_the_gate_catches_a_token_sent_to_the_wrong_expert(device, seed):
     case = _case(tokens=37, experts=8, top_k=2)
     real = MOE.impl("triton")
     wrong = Impl("wrong-expert", lambda inputs, case: real.build({**inputs, "ids": (inputs["ids"] + 1) % 8}, case))
-    assert not check_point(MOE, wrong, case, "cpu", seed, fresh=False).ok  # the real one: the tests above
+    assert not check_point(MOE, wrong, case, device, seed, fresh=False).ok  # the real one: the tests above
 
 
-def test_the_gate_catches_dropped_combine_weights(seed, monkeypatch):
+def test_the_gate_catches_dropped_combine_weights(device, seed, monkeypatch):
     from kernels import moe
 
     case = _case(tokens=37, experts=8, top_k=2)
     real_w2 = moe.moe_w2
     monkeypatch.setattr(moe, "moe_w2", lambda h, w2, alignment, weights, y: real_w2(h, w2, alignment, None, y))
-    assert not check_point(MOE, "triton", case, "cpu", seed, fresh=False).ok
+    assert not check_point(MOE, "triton", case, device, seed, fresh=False).ok
 
 
 def _bytes_from_routing(case) -> int:
@@ -169,7 +180,7 @@ def test_routing_is_drawn_from_the_case():
     assert skewed.max() > 3 * flat.max()
 
 
-def test_the_layer_closure_runs_every_stage():
+def test_the_layer_closure_runs_every_stage(device):
     """The timed layer is align (count + place), w1, w2 and the combine, with the shared expert's GEMMs."""
     from kernels import moe
 
@@ -181,7 +192,7 @@ def test_the_layer_closure_runs_every_stage():
         kernel.run = (lambda n, o: lambda *a, **k: (calls.append(n), o(*a, **k))[1])(name, original)
     try:
         case = _case(tokens=3, experts=8, top_k=2, shared=1)
-        inputs = MOE.make_inputs(case, torch.device("cpu"), generator_for("cpu", 0))
+        inputs = MOE.make_inputs(case, torch.device(device), generator_for(device, 0))
         MOE.impl("triton").build(inputs, case).run()
     finally:
         for kernel in kernels.values():
