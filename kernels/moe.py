@@ -70,12 +70,16 @@ def moe_configs() -> list[triton.Config]:
 def moe_candidates(block_m: int, gates: int, fmt: str, limits: Limits) -> tuple[triton.Config, ...]:
     """Configs a device can hold: K tiles one group wide for int4/mxfp4 (scaled per tile), within one
     128-block for fp8-block; at most MAX_ACC_PER_THREAD accumulators per thread (``gates``: 2 for
-    w1's gate and up); operands of all stages within the block's shared memory (2 B per element)."""
+    w1's gate and up) and, for decoded formats, as many decoded weights (128 spilled 4–8 B on sm_90a);
+    operands of all stages within the block's shared memory (2 B per element)."""
     group = {"int4": 128, "mxfp4": 32}.get(fmt)
     unique = {}
     for c in moe_configs():
         bn, bk, warps = c.kwargs["BLOCK_N"], group or c.kwargs["BLOCK_K"], c.num_warps
-        if gates * block_m * bn // (limits.warp_size * warps) > MAX_ACC_PER_THREAD:
+        threads = limits.warp_size * warps
+        if gates * block_m * bn // threads > MAX_ACC_PER_THREAD:
+            continue
+        if fmt != "dense" and gates * bn * bk // threads > MAX_ACC_PER_THREAD:
             continue
         if c.num_stages * (block_m + gates * bn) * bk * 2 > limits.smem_per_block:
             continue
