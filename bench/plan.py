@@ -1,7 +1,7 @@
 """``rooflab run`` on a GPU: the headline plan under a time budget, then the suites as time remains.
 
 Stages, each its own results file ``results/<slug>/<stamp>-<stage>.csv`` (resumable):
-``headline`` (tiers 1–7 of :mod:`bench.suites.headline`, in order), ``headline-repeat`` (ten
+``headline`` (tiers 1–8 of :mod:`bench.suites.headline`, in order), ``headline-repeat`` (ten
 headline points again: run-to-run noise), then the suites in ``REST``. Before each point the plan
 asks whether the elapsed time plus the time model's estimate of that point still fits the budget;
 the first point that does not ends the run, with every finished row written. The caller then

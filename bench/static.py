@@ -78,7 +78,7 @@ POINTS = ("headline", "all")
 
 
 def compile_jobs(points: str = "all") -> tuple[Job, ...]:
-    """Every Triton point of the headline plan (bench/suites/headline.py, tiers 1–7 with their
+    """Every Triton point of the headline plan (bench/suites/headline.py, tiers 1–8 with their
     ragged sizes) and, for ``points="all"``, :func:`_extra_sweeps`, less what a Hopper GPU would
     skip; one job per case."""
     from bench.suites import expand

@@ -27,6 +27,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "dequant": ("kernels.dequant", "DEQUANT"),
     "qgemv": ("kernels.qgemv", "QGEMV"),
     "qgemm": ("kernels.qgemm", "QGEMM"),
+    "moe": ("kernels.moe_spec", "MOE"),
 }
 
 

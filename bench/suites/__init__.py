@@ -83,6 +83,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "ci": ("bench.suites.ci", "CI"),
     "attention": ("bench.suites.attention", "ATTENTION"),
     "quant": ("bench.suites.quant", "QUANT"),
+    "moe": ("bench.suites.moe", "MOE"),
     "headline": ("bench.suites.headline", "HEADLINE"),
     "headline-repeat": ("bench.suites.headline", "HEADLINE_REPEAT"),
 }

@@ -9,6 +9,8 @@ one ragged point per family (sizes no block divides), so masked edges are gated 
 """
 
 from bench.suites import Shape, Suite, Sweep
+from bench.suites.moe import moe_shape
+from kernels.models import DEEPSEEK_V3_MOE, GPT_OSS_20B
 
 GIB_FP32 = 1 << 28  # elements: 1 GiB per fp32 array
 SIZES = (1 << 24, GIB_FP32)  # 64 MiB and 1 GiB per fp32 array
@@ -57,5 +59,9 @@ CI = Suite(
                    format=("int4",), group_size=(128,), M=(256,)),
         Sweep.make("dequant", ("triton",), ("fp16",), shapes=(Shape.of("llama3-8b.gate", N=14336, K=4096),),
                    format=("int4",), group_size=(128,)),
+        Sweep.make("moe", ("triton", "grouped-mm"), ("bf16",), shapes=(moe_shape(GPT_OSS_20B),), tokens=(1, 256),
+                   format=("mxfp4",)),
+        Sweep.make("moe", ("triton",), ("bf16",), shapes=(moe_shape(DEEPSEEK_V3_MOE),), tokens=(37,), ep=(8,),
+                   format=("fp8-block",)),
     ) + RAGGED,
 )

@@ -11,7 +11,9 @@ answers whole. Tier 1's ceilings are what every later figure is a fraction of.
 5. prefill bf16 d128 causal at 4k and 16k vs SDPA; decode bf16 GQA-8 paged, batch 1/16/64 ×
    context 8k/32k vs SDPA — fraction of DRAM;
 6. weight-only M = 1 on 8192²: int8, int4 g128, fp8, mxfp4 vs fp16 cuBLAS; int4 over M = 1 … 256;
-7. one ragged point per family, then (in their own files) a repeat of ten tier 2–6 points for
+7. MoE: gpt-oss-120b in mxfp4 over T = 1 … 4096 vs torch._grouped_mm, DeepSeek-V3 fp8-block at EP 8
+   (shared expert) vs the torch loop — the experts-touched bytes and the MoE knee;
+8. one ragged point per family, then (in their own files) a repeat of ten tier 2–6 points for
    run-to-run noise, and the rest of the suites as time remains.
 """
 
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 
 from bench.suites import Shape, Suite, Sweep
 from bench.suites.ci import RAGGED
-from kernels.models import LLAMA3_8B, LLAMA3_70B
+from bench.suites.moe import moe_shape
+from kernels.models import DEEPSEEK_V3_MOE, GPT_OSS_120B, LLAMA3_8B, LLAMA3_70B
 
 WARM = {"l2": "warm"}
 GIB_FP32 = 1 << 28  # elements: 1 GiB per fp32 array, ≥ 4× any Hopper L2
@@ -84,7 +87,13 @@ TIERS = (
         Sweep.make("qgemm", ("triton", "torch"), ("fp16",), shapes=(SQUARE,), M=(64, 128, 256), format=("int4",),
                    group_size=(128,)),
     )),
-    Tier(7, "ragged", "masks and TMA edges on hardware: one size no block divides, per family", RAGGED),
+    Tier(7, "moe", "an MoE layer reads only the experts its tokens touch: memory-bound until T ≈ ridge·E/k", (
+        Sweep.make("moe", ("triton", "grouped-mm"), ("bf16",), shapes=(moe_shape(GPT_OSS_120B),), tokens=(1, 64, 4096),
+                   format=("mxfp4",)),
+        Sweep.make("moe", ("triton", "torch-loop"), ("bf16",), shapes=(moe_shape(DEEPSEEK_V3_MOE),), tokens=(1, 256),
+                   ep=(8,), format=("fp8-block",)),
+    )),
+    Tier(8, "ragged", "masks and TMA edges on hardware: one size no block divides, per family", RAGGED),
 )
 
 # ten tier 2–6 points measured again, in a second run: the run-to-run noise of the headline figures
@@ -96,9 +105,9 @@ REPEAT = (
                head_dim=(128,), cache=("paged",), page_size=(16,)),
     Sweep.make("qgemv", ("triton", "torch"), ("fp16",), shapes=(SQUARE,), M=(1,), format=("int4",), group_size=(128,)),
 )
-REST = ("ceilings", "linear", "attention", "quant")  # then the full suites, each in its own file
+REST = ("ceilings", "linear", "attention", "quant", "moe")  # then the full suites, each in its own file
 
 HEADLINE = Suite("headline", "the budgeted first-contact plan: ceilings, GEMV at batch 1, one layer's knee, "
-                             "GEMM, attention, weight-only formats, ragged sizes (tiers 1–7)",
+                             "GEMM, attention, weight-only formats, MoE layers, ragged sizes (tiers 1–8)",
                  tuple(sweep for tier in TIERS for sweep in tier.sweeps))
 HEADLINE_REPEAT = Suite("headline-repeat", "ten headline points measured again: run-to-run noise", REPEAT)

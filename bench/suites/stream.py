@@ -57,5 +57,10 @@ SMOKE = Suite(
         Sweep.make("qgemm", ("triton", "torch_dequant"), ("fp16",), format=("nvfp4",), group_size=(16,),
                    M=(17,), N=(33,), K=(80,)),
         Sweep.make("qgemv", ("triton",), ("fp16",), format=("int4",), group_size=(256,), M=(1,), N=(33,), K=(512,)),
+        # MoE: odd sizes, a shared expert under EP, skewed routing in a 4-bit format
+        Sweep.make("moe", ("triton", "torch-loop"), ("fp16",), tokens=(1, 37), experts=(8,), top_k=(2,), d_model=(40,),
+                   d_ff=(24,), ep=(2,), shared=(1,)),
+        Sweep.make("moe", ("triton",), ("fp16",), tokens=(3,), experts=(40,), top_k=(4,), d_model=(96,), d_ff=(32,),
+                   routing=("skewed",), zipf=("1.2",), format=("mxfp4",)),
     ),
 )
