@@ -298,7 +298,7 @@ def violations(rows: list[dict], baseline: list[dict]) -> list[str]:
                          f"memory-bound family: {label}")
         elif spill and not row["note"]:
             found.append(f"unexplained spill ({row['spill_stores']} B stored): {label}")
-        if "mma" in row and tensor_core(row) and not row["mma"]:
+        if "mma" in row and tensor_core(row) and not row["mma"] and not _flag(row.get("wgmma")):
             found.append(f"a tensor-core kernel compiled to scalar FMA (no mma/wgmma/tcgen05/mfma in the "
                          f"{'AMDGCN' if row['arch'].startswith('gfx') else 'PTX'}): {label}")
         if streaming(row):
