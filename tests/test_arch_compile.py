@@ -260,3 +260,36 @@ def test_a_dry_run_prices_the_plan_on_the_new_devices(device, name, capsys):
     assert cli.main(["run", "--dry-run", "--device", device]) == 0
     out = capsys.readouterr().out
     assert name in out and "min of GPU-machine time" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruners that read the target's limits (what the compiled tables showed)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tiles(configs, *keys):
+    return [tuple(c.kwargs[k] for k in keys) + (c.num_warps, c.num_stages) for c in configs]
+
+
+@pytest.mark.parametrize("itemsize", [2, 4])
+def test_stream_tiles_keep_16_bytes_per_lane_on_64_wide_wavefronts(itemsize):
+    from kernels.stream import stream_candidates
+
+    for n in (1000, 4097, 1 << 26):
+        for warp_size in (32, 64):
+            for c in stream_candidates(n, itemsize, 1, warp_size):
+                assert c.kwargs["BLOCK"] * itemsize // (warp_size * c.num_warps) >= 16, (n, warp_size, c)
+    assert stream_candidates(1 << 26, itemsize, 1) == stream_candidates(1 << 26, itemsize, 1, 32)  # NVIDIA unchanged
+
+
+def test_prefill_tiles_fit_each_targets_registers_and_lds():
+    from kernels.attn_prefill import prefill_candidates
+
+    b200 = _tiles(prefill_candidates(4096, 4096, 128, 2, B200), "BLOCK_M", "BLOCK_N")
+    assert b200 and all((m, n) != (128, 128) for m, n, *_ in b200)  # 128 × 128 spilled 72–300 B under tcgen05
+    assert (128, 128, 8, 2) in _tiles(prefill_candidates(4096, 4096, 128, 2, HOPPER), "BLOCK_M", "BLOCK_N")
+    mi300x = prefill_candidates(4096, 4096, 256, 2, MI300X)
+    assert _tiles(mi300x, "BLOCK_M", "BLOCK_N") == [(64, 32, 4, 2)]  # the only tile within 64 KiB of LDS
+    assert all(c.kwargs["BLOCK_N"] >= 64 for c in prefill_candidates(4096, 4096, 128, 2, MI300X))
+    assert all(c.kwargs["BLOCK_N"] >= 64 for limits in (HOPPER, MI355X)
+               for c in prefill_candidates(4096, 4096, 256, 2, limits))  # 32-wide only when nothing wider fits
