@@ -275,8 +275,13 @@ def compile_config(space, config, row: Compiled, limits=None) -> Compiled:
             kernel = space.kernel.warmup(*args, grid=(1,), **constexprs, **meta)
     except Exception as error:  # any compiler failure is a finding, recorded and gated
         row.status = "compile-error"
+        cause = error  # Triton wraps the reason (e.g. "input_precision must be one of …") in chained errors
+        while (cause.__cause__ or cause.__context__) is not None and cause is not (cause.__cause__ or cause.__context__):
+            cause = cause.__cause__ or cause.__context__
         lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
-        row.note = f"{type(error).__name__}: {lines[0][:200]}"
+        reason = [line for line in str(cause).strip().splitlines() if line.strip()]
+        row.note = f"{type(error).__name__}: {lines[0][:120]}" + (f" {reason[-1][:160]}" if cause is not error and reason
+                                                                   else "")
         return row
     return inspect(kernel, log.getvalue(), row, limits)
 

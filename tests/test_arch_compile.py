@@ -293,3 +293,11 @@ def test_prefill_tiles_fit_each_targets_registers_and_lds():
     assert all(c.kwargs["BLOCK_N"] >= 64 for c in prefill_candidates(4096, 4096, 128, 2, MI300X))
     assert all(c.kwargs["BLOCK_N"] >= 64 for limits in (HOPPER, MI355X)
                for c in prefill_candidates(4096, 4096, 256, 2, limits))  # 32-wide only when nothing wider fits
+
+
+def test_a_ragged_row_length_is_not_held_to_16_byte_accesses():
+    """K = 4104 is not a multiple of 16 elements: Triton cannot prove any W row 16-byte aligned, on any target."""
+    ragged = _row(kernel="gemv", variant="gemv", shape="M=1 N=14335 K=4104 w_layout=nk", dtype="fp16",
+                  ld_global_v4="False", st_global_v4="False")
+    assert violations([ragged], []) == []
+    assert len(violations([dict(ragged, shape="M=1 N=14336 K=4096 w_layout=nk")], [])) == 1
