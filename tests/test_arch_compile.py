@@ -255,11 +255,23 @@ def test_the_time_model_plans_with_each_targets_limits():
     assert machine("mi325x").limits.arch == "gfx942" and machine("mi355x").limits.arch == "gfx950"
 
 
-@pytest.mark.parametrize("device, name", [("mi300x", "MI300X"), ("b200", "B200"), ("mi355x", "MI355X")])
-def test_a_dry_run_prices_the_plan_on_the_new_devices(device, name, capsys):
-    assert cli.main(["run", "--dry-run", "--device", device]) == 0
-    out = capsys.readouterr().out
-    assert name in out and "min of GPU-machine time" in out
+def _first_kernel_us(out: str) -> float:
+    import re
+
+    return float(re.search(r"\(kernel ([0-9.]+) µs", out).group(1))
+
+
+def test_a_dry_run_prices_the_plan_on_the_new_devices(capsys):
+    """The same plan on each device's datasheet roofs and limits: a 268 MB read takes longer at MI300X's 5.3 TB/s
+    than at B200's 7.7 TB/s, and both price the whole plan."""
+    kernel_us = {}
+    for device in ("mi300x", "b200", "mi355x"):
+        assert cli.main(["run", "--dry-run", "--device", device]) == 0
+        out = capsys.readouterr().out
+        assert "min of GPU-machine time" in out and "== headline:" in out
+        kernel_us[device] = _first_kernel_us(out)
+    assert kernel_us["mi300x"] > kernel_us["mi355x"] > kernel_us["b200"] * 0.9
+    assert kernel_us["mi300x"] / kernel_us["b200"] == pytest.approx(7.7 / 5.3, rel=0.15)
 
 
 # ---------------------------------------------------------------------------------------------
