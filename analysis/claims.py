@@ -33,6 +33,9 @@ MLPERF_TTFT_S, MLPERF_TPOT_S = 2.0, 0.2  # llama2-70b server scenario (loadgen/m
 UPPER, FIXED = "upper bound (no fixed costs)", "with fixed costs"
 ARTICLE_COST_RATIO = 3.0  # "about 3× lower cost"
 TOKENOMICS_DEVICES = ("h100-sxm", "h200-sxm", "b200", "gb300")
+# the capacity argument (issue 24 §4): which presets fit one 8-GPU node of each, and the batch its memory allows;
+# AMD parts stay out of the curves until an Infinity Fabric all-reduce latency is sourced (fixed costs: not guessed)
+CAPACITY_DEVICES = TOKENOMICS_DEVICES + ("b300", "mi300x", "mi325x", "mi355x")
 PAIR = ("h100-sxm", "h200-sxm")
 PREDICTED_BASIS = "predicted (datasheet)"
 
@@ -86,7 +89,7 @@ def curves(bases: list[Basis], presets=PRESETS, scenarios=SCENARIOS, costs=(UPPE
     return pd.DataFrame(rows)
 
 
-def caps_table(presets=PRESETS, scenarios=SCENARIOS, keys=TOKENOMICS_DEVICES) -> pd.DataFrame:
+def caps_table(presets=PRESETS, scenarios=SCENARIOS, keys=CAPACITY_DEVICES) -> pd.DataFrame:
     """Max batch per preset × scenario × device (0 where the weights alone do not fit; ``supported`` False where
     the device has no tensor cores for the precision)."""
     rows = []

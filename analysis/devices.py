@@ -28,6 +28,19 @@ L40S_DS = "NVIDIA L40S datasheet (nvidia.com/en-us/data-center/l40s)"
 ADA_WP = "NVIDIA Ada GPU Architecture whitepaper (L2 size, SM counts)"
 MI300X_DS = "AMD Instinct MI300X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi300x.html)"
 MI325X_DS = "AMD Instinct MI325X data sheet (amd.com/en/products/accelerators/instinct/mi300/mi325x.html)"
+MI355X_DS = "AMD Instinct MI355X data sheet (amd.com/en/products/accelerators/instinct/mi350/mi355x.html)"
+CDNA3_WP = "AMD CDNA 3 architecture whitepaper: 304 CUs, 256 MB AMD Infinity Cache (last level, in front of HBM)"
+CDNA4_WP = "AMD CDNA 4 architecture whitepaper: 256 CUs, 256 MB AMD Infinity Cache (last level)"
+MI300X_IF = "AMD Instinct MI300X data sheet: 7 Infinity Fabric links × 128 GB/s = 896 GB/s peak, both directions"
+MI355X_IF = "AMD Instinct MI355X data sheet: 7 Infinity Fabric links × 153.6 GB/s = 1,075 GB/s peak, both directions"
+AMD_FP6 = "AMD CDNA 4 whitepaper / MI355X data sheet: FP6 and FP4 matrix at the same rate, 10.1 PFLOPS dense"
+RTX_PRO_DS = ("NVIDIA RTX PRO 6000 Blackwell Server/Workstation Edition datasheet (nvidia.com/en-us/data-center/"
+              "rtx-pro-6000-blackwell-server-edition): 96 GB GDDR7, 1,792 GB/s, 24,064 CUDA cores = 188 SMs, "
+              "125 TFLOPS FP32, 4,000 AI TOPS (FP4, sparse)")
+RTX_PRO_L2 = "NVIDIA RTX Blackwell GPU architecture whitepaper: GB202 as in RTX PRO 6000, 128 MB L2"
+RTX_PRO_TENSOR = ("derived, labelled: the datasheet gives FP4 only (4,000 sparse = 2,000 dense TFLOPS); Blackwell "
+                  "tensor cores run FP8/FP6 at ½ and FP16/BF16 at ¼ the FP4 rate (RTX Blackwell whitepaper)")
+BLACKWELL_FP6 = "NVIDIA HGX B200/B300 datasheets list 'FP8/FP6 Tensor Core' as one figure: FP6 at the FP8 rate"
 B200_L2_MEASURED = "measured L2 (torch.cuda.get_device_properties), CONTEXT.md; NVIDIA publishes none"
 # Bytes the GPU holds (nvidia-smi memory.total, MiB × 2**20): NVIDIA's HBM "GB" are close to GiB, so an "80 GB"
 # H100 holds 85.5e9 bytes. The memory cap of the decode model uses these, never the marketed figure.
@@ -63,6 +76,8 @@ class Datasheet:
     nvlink: float | None = None  # NVLink bytes/s per GPU, both directions together (the datasheet's figure)
     nvlink_generation: int | None = None  # 3 (A100), 4 (Hopper), 5 (Blackwell): per-call latency is per generation
     reported_bytes: float | None = None  # bytes the driver reports (nvidia-smi memory.total); None: not known
+    infinity_fabric: float | None = None  # AMD Infinity Fabric bytes/s per GPU to its peers, both directions (nvlink is None)
+    vendor: str = "nvidia"  # nvidia or amd
 
     @property
     def capacity_bytes(self) -> float:
@@ -93,15 +108,20 @@ class Datasheet:
 
 
 def _entry(key, name, memory_gb, bw_tbs, tensor_tf, fp32_tf, l2_mb, sms, sheet, l2_source=None, sms_source=None,
-           note="", nvlink_gbs=None, nvlink_gen=None, reported=None, fp4_source=None) -> Datasheet:
-    """``reported``: (bytes, source) the driver reports, or None (the datasheet figure stands, labelled)."""
+           note="", nvlink_gbs=None, nvlink_gen=None, reported=None, fp4_source=None, fp6_source=None,
+           fabric=None, tensor_source=None) -> Datasheet:
+    """``reported``: (bytes, source) the driver reports, or None (the datasheet figure stands, labelled);
+    ``fabric``: (Infinity Fabric GB/s, source) of an AMD part."""
     tensor = tuple((dtype, value * TFLOP) for dtype, value in tensor_tf.items() if value is not None)
-    sources = (("memory_bytes", sheet), ("bandwidth", sheet), ("tensor_flops", sheet), ("fp32_flops", sheet),
-               ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet), ("nvlink", sheet),
-               ("capacity_bytes", reported[1] if reported else AS_PRINTED)) + ((("fp4", fp4_source),) if fp4_source else ())
+    sources = (("memory_bytes", sheet), ("bandwidth", sheet), ("tensor_flops", tensor_source or sheet),
+               ("fp32_flops", sheet), ("l2_bytes", l2_source or sheet), ("sm_count", sms_source or sheet),
+               ("nvlink", sheet), ("capacity_bytes", reported[1] if reported else AS_PRINTED)) \
+        + ((("fp4", fp4_source),) if fp4_source else ()) + ((("fp6", fp6_source),) if fp6_source else ()) \
+        + ((("infinity_fabric", fabric[1]),) if fabric else ())
     return Datasheet(key, name, memory_gb * GB, bw_tbs * TB, tensor, fp32_tf * TFLOP,
                      None if l2_mb is None else l2_mb * MB, sms, sources, note,
-                     None if nvlink_gbs is None else nvlink_gbs * GB, nvlink_gen, reported[0] if reported else None)
+                     None if nvlink_gbs is None else nvlink_gbs * GB, nvlink_gen, reported[0] if reported else None,
+                     fabric[0] * GB if fabric else None, "amd" if fabric or key.startswith("mi") else "nvidia")
 
 
 def _mib(mib: int, source: str) -> tuple[float, str]:
@@ -123,16 +143,16 @@ DEVICES: tuple[Datasheet, ...] = (
            note="torch reports a 60 MB L2 on the project's H200; the whitepaper says 50 MB", nvlink_gbs=900,
            nvlink_gen=4, reported=_mib(143_771, SMI_H200)),
     _entry("b200", "B200 (HGX)", 180, 7.7,
-           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "fp4": 9000, "tf32": 1100}, 75, 126, 148, B200_DS, B200_L2_MEASURED,
-           note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet", nvlink_gbs=1800, nvlink_gen=5,
-           reported=_mib(183_359, SMI_B200), fp4_source=B200_FP4),
+           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "fp6": 4500, "fp4": 9000, "tf32": 1100}, 75, 126, 148, B200_DS,
+           B200_L2_MEASURED, note="8 TB/s marketed; 7.7 TB/s in the HGX datasheet", nvlink_gbs=1800, nvlink_gen=5,
+           reported=_mib(183_359, SMI_B200), fp4_source=B200_FP4, fp6_source=BLACKWELL_FP6),
     _entry("gb200", "GB200 (per GPU)", 186, 8.0,
            {"fp16": 2500, "bf16": 2500, "fp8": 5000, "fp4": 10000, "tf32": 1250}, 80, None, None, GB200_DS, nvlink_gbs=1800,
            nvlink_gen=5, fp4_source=GB200_FP4),
     _entry("b300", "B300 (HGX)", 288, 7.7,
-           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "fp4": 13500}, 75, None, 160, B300_DS,
+           {"fp16": 2250, "bf16": 2250, "fp8": 4500, "fp6": 4500, "fp4": 13500}, 75, None, 160, B300_DS,
            note="288 GB = 268 GiB (the '270 GB usable' of some sheets); 7.7–8 TB/s depending on the sheet",
-           nvlink_gbs=1800, nvlink_gen=5, reported=(288e9, B300_BYTES), fp4_source=B300_FP4),
+           nvlink_gbs=1800, nvlink_gen=5, reported=(288e9, B300_BYTES), fp4_source=B300_FP4, fp6_source=BLACKWELL_FP6),
     _entry("gb300", "GB300 (per GPU)", 279, 8.0,
            {"fp16": 2500, "bf16": 2500, "fp8": 5000, "fp4": 15000, "tf32": 1250}, 80, None, None, GB300_DS,
            note="Blackwell Ultra in the GB300 NVL72 rack: 20 TB HBM3e and 576 TB/s over 72 GPUs", nvlink_gbs=1800,
@@ -143,12 +163,23 @@ DEVICES: tuple[Datasheet, ...] = (
     _entry("l40s", "L40S", 48, 0.864,
            {"fp16": 362, "bf16": 362, "fp8": 733, "tf32": 183}, 91.6, 96, 142, L40S_DS, ADA_WP, ADA_WP,
            reported=_mib(46_068, SMI_MODAL)),
+    _entry("rtx-pro-6000", "RTX PRO 6000 Blackwell", 96, 1.792,
+           {"fp16": 500, "bf16": 500, "fp8": 1000, "fp6": 1000, "fp4": 2000}, 125, 128, 188, RTX_PRO_DS, RTX_PRO_L2,
+           note="GDDR7, PCIe only (no NVLink); tensor peaks other than FP4 derived from the FP4 figure (see source)",
+           tensor_source=RTX_PRO_TENSOR, fp4_source=RTX_PRO_DS, fp6_source=RTX_PRO_TENSOR),
     _entry("mi300x", "MI300X", 192, 5.3,
-           {"fp16": 1307, "bf16": 1307, "fp8": 2615, "tf32": 653.7}, 163.4, 256, 304, MI300X_DS,
-           note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs"),
+           {"fp16": 1307.4, "bf16": 1307.4, "fp8": 2614.9, "tf32": 653.7}, 163.4, 256, 304, MI300X_DS, CDNA3_WP, CDNA3_WP,
+           note="L2 column is the 256 MB Infinity Cache (last-level; torch reports the 4 MB L2); SMs column counts "
+                "CUs; fp8 is e4m3fnuz; no FP6/FP4 matrix support", fabric=(896, MI300X_IF)),
     _entry("mi325x", "MI325X", 256, 6.0,
-           {"fp16": 1307, "bf16": 1307, "fp8": 2615, "tf32": 653.7}, 163.4, 256, 304, MI325X_DS,
-           note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs"),
+           {"fp16": 1307.4, "bf16": 1307.4, "fp8": 2614.9, "tf32": 653.7}, 163.4, 256, 304, MI325X_DS, CDNA3_WP, CDNA3_WP,
+           note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs; fp8 is e4m3fnuz",
+           fabric=(896, MI300X_IF.replace("MI300X", "MI325X"))),
+    _entry("mi355x", "MI355X", 288, 8.0,
+           {"fp16": 2516.6, "bf16": 2516.6, "fp8": 5033.2, "fp6": 10066.3, "fp4": 10066.3}, 157.3, 256, 256, MI355X_DS,
+           CDNA4_WP, CDNA4_WP, note="L2 column is the 256 MB Infinity Cache (last-level); SMs column counts CUs; "
+                                    "fp8 is e4m3fn (OCP) on CDNA 4", fabric=(1075.2, MI355X_IF), fp4_source=MI355X_DS,
+           fp6_source=AMD_FP6),
 )
 
 _BY_KEY = {d.key: d for d in DEVICES}
@@ -163,6 +194,10 @@ def _candidates(name: str) -> list[str]:
     n = name.lower()
     if re.search(r"\bmig\b", n):
         return []  # a MIG slice is not the datasheet device
+    if re.search(r"\bmi355x\b", n):
+        return ["mi355x"]
+    if re.search(r"\brtx pro 6000\b", n) and "blackwell" in n:
+        return ["rtx-pro-6000"]
     if re.search(r"\bmi325x\b", n):
         return ["mi325x"]
     if re.search(r"\bmi300x\b", n):

@@ -19,7 +19,8 @@ from analysis.workloads import decode_point_cost, linear_cost, prefill_cost
 from kernels import models as model_table
 from kernels.models import Model
 
-PREDICTED_DEVICES = ("a100-80gb-sxm", "h100-sxm", "h200-sxm", "b200", "gb300")
+PREDICTED_DEVICES = ("a100-80gb-sxm", "h100-sxm", "h200-sxm", "b200", "b300", "gb300", "rtx-pro-6000", "mi300x", "mi325x",
+                     "mi355x")
 BATCHES = tuple(2**i for i in range(13))  # 1 … 4096, the linear suite's batches
 DECODE_BATCHES = tuple(2**i for i in range(9))  # 1 … 256, the attention suite's
 DECODE_CONTEXTS = (4096, 32768)

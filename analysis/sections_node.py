@@ -1,8 +1,9 @@
-"""Report sections about the machine rather than the kernels' speed: the Hopper compile check and node health.
+"""Report sections about the machine rather than the kernels' speed: the compile check per target and node health.
 
 * STATIC — ``results/static/<arch>.csv`` (``rooflab compile``): every candidate config of the headline
-  kernels compiled for the target on a CPU, nothing run: registers, spills, shared memory, and whether
-  wgmma, TMA and 16-byte global loads appear.
+  kernels compiled for each target (sm_90a, sm_100a, sm_103a, sm_120a, gfx942, gfx950) on a CPU, nothing
+  run: registers, spills, shared memory (LDS), occupancy, the tensor-core instructions, TMA and 16-byte
+  global accesses; one table per target.
 * Node health — ``<stem>.health.csv`` beside a ``rooflab ceilings --gpus all`` run: each GPU's ceilings
   against the median of its same-SKU siblings, the slow or throttled ones flagged.
 """
@@ -26,17 +27,30 @@ def _int(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").fillna(0).astype(int)
 
 
+def _mma(group: pd.DataFrame) -> str:
+    """Configs per tensor-core instruction family, e.g. "wgmma 8/8", "mfma+scaled 4/4" ("wgmma" column of an
+    older sm_90a table when there is no "mma" column)."""
+    if "mma" not in group or ((group["mma"] == "").all() and _yes(group["wgmma"]).any()):
+        return f"wgmma {_yes(group['wgmma']).sum()}/{len(group)}"
+    scaled = _yes(group["scaled_mma"]) if "scaled_mma" in group else pd.Series(False, index=group.index)
+    names = group["mma"].where(group["mma"] != "", "none") + scaled.map({True: "+scaled", False: ""})
+    return ", ".join(f"{name} {count}/{len(group)}" for name, count in names.value_counts().sort_index().items())
+
+
 def static_section(results_dir: Path) -> str:
     """One table per arch: per kernel and variant, what its configs compile to."""
     files = sorted((Path(results_dir) / STATIC_DIR).glob("*.csv"))
     if not files:
         return ""
-    out = ["## Hopper compile check (STATIC: compiled on a CPU, nothing run)\n",
-           "Every config each family's pruner keeps for the headline shapes, compiled for the target by "
-           "`rooflab compile` (ptxas from the Triton wheel). Spill bytes are stores + loads per thread; "
-           "16-byte loads or stores = `ld.global.v4`/`st.global.v4` of 32-bit lanes present (TMA moves tiles "
-           "without them). A memory-bound kernel that spills or loses "
-           "its 16-byte loads cannot reach the DRAM roof; CI fails on either (`rooflab compile --check`).\n"]
+    out = ["## Compile check per target (STATIC: compiled on a CPU, nothing run)\n",
+           "Every config each family's pruner keeps for the headline shapes, compiled for each target by "
+           "`rooflab compile --arch …` (ptxas from the Triton wheel; the AMDGCN metadata on AMD). Spill bytes "
+           "are stores + loads per thread (scratch bytes per lane on AMD); registers are VGPRs on AMD; "
+           "16-byte loads or stores = `ld.global.v4`/`st.global.v4` of 32-bit lanes (`*_dwordx4` on AMD) "
+           "present (TMA moves tiles without them); tensor-core MMA = the instruction family in the PTX/AMDGCN "
+           "(tcgen05, wgmma, mma.sync, mfma; +scaled = block-scaled FP4/FP8 MMA). A memory-bound kernel that "
+           "spills or loses its 16-byte loads cannot reach the DRAM roof; CI fails on either, and on a tensor-core "
+           "kernel compiled to scalar FMA (`rooflab compile --check`, sm_90a, sm_100a, gfx942).\n"]
     for path in files:
         try:
             rows = pd.read_csv(path, dtype=str).fillna("")
@@ -56,13 +70,13 @@ def static_section(results_dir: Path) -> str:
             notes = "; ".join(sorted({n for n in spilled.get("note", pd.Series(dtype=str)) if n}))[:160]
             lines.append([kernel, variant, len(group), int((~group["ok"]).sum()), int(group["regs"].max()),
                           f"{len(spilled)} (max {int(spilled['spill'].max())} B)" if len(spilled) else "0",
-                          f"{group['smem'].max() / 1024:.0f} KiB",
-                          f"{_yes(group['wgmma']).sum()}/{len(group)}", f"{_yes(group['tma']).sum()}/{len(group)}",
+                          f"{group['smem'].max() / 1024:.0f} KiB", _mma(group),
+                          f"{_yes(group['tma']).sum()}/{len(group)}",
                           f"{(_yes(group['ld_global_v4']) | _yes(group.get('st_global_v4', group['ld_global_v4']))).sum()}"
                           f"/{len(group)}", notes])
         out.append(f"### {arch} (Triton {triton}; `{path.as_posix()}`)\n")
         out.append(table(["kernel", "variant", "configs", "not compiled", "max registers", "configs spilling",
-                          "max smem", "wgmma", "TMA", "16-byte loads or stores", "why a spill is kept"], lines))
+                          "max smem", "tensor-core MMA", "TMA", "16-byte loads or stores", "why a spill is kept"], lines))
     return "\n".join(out)
 
 

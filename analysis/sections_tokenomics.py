@@ -178,7 +178,7 @@ def tokenomics_page(devices: list[Device], out_dir: Path) -> tuple[Path, pd.Data
            "(same dimensions, 128k); Llama-2-70B's 4k window rules out the 1k/19k scenario. The FP4 preset "
            "(NVFP4: 0.5625 B per weight with its scales) runs only where the datasheet gives FP4 tensor cores.\n",
            "## Memory caps: largest batch that fits (PREDICTED from the bytes each GPU holds)\n",
-           table(["preset", "scenario", *[claims.get(k).name for k in claims.TOKENOMICS_DEVICES]], _cap_rows()),
+           table(["preset", "scenario", *[claims.get(k).name for k in claims.CAPACITY_DEVICES]], _cap_rows()),
            "## H200 over H100: the ratios\n",
            "The articles: \"43 % more interactivity at every batch size\" (4.8 / 3.35 = 1.43×) and \"about 3× lower "
            "cost\" from the larger batch H200's 141 GB holds (Llama-3.1-405B FP8 on 8 GPUs, 1k in / 19k out). "

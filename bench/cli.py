@@ -210,9 +210,13 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_compare)
 
     k = command("compile", "compile every family's candidate configs for a GPU target without a GPU: registers, "
-                           "spills, shared memory, wgmma/TMA/16-byte loads per config",
-                "rooflab compile\n  rooflab compile --check   (the CI gate: exit 1 on a finding)")
-    k.add_argument("--arch", default="sm_90a", help="target (H100/H200: sm_90a, the default), e.g. --arch sm_90a")
+                           "spills, shared memory (LDS), occupancy, tensor-core instructions, TMA, 16-byte loads per "
+                           "config",
+                "rooflab compile\n  rooflab compile --arch all   (every target)\n"
+                "  rooflab compile --check   (the CI gate: exit 1 on a finding)")
+    k.add_argument("--arch", default="sm_90a",
+                   help="target: sm_90a (H100/H200, the default), sm_100a (B200), sm_103a (B300), sm_120a (RTX PRO "
+                        "6000 Blackwell), gfx942 (MI300X/MI325X), gfx950 (MI355X), or all, e.g. --arch gfx942")
     k.add_argument("--out", metavar="FILE.csv",
                    help="the CSV to write, or with --check the committed one to judge against "
                         "(default results/static/<arch>.csv), e.g. --out /tmp/sm_90a.csv")
@@ -225,8 +229,9 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--kernel", metavar="NAME[,NAME]",
                    help="only these families (default: every one), e.g. --kernel copy,gemv; needs --out unless "
                         "--check")
-    k.add_argument("--points", choices=("headline", "all"), default="all",
-                   help="headline: the headline plan's points only; all: those and the extra shapes (default all)")
+    k.add_argument("--points", choices=("headline", "all", "gate"), default="all",
+                   help="headline: the headline plan's points only; all: those and the extra shapes (default all); "
+                        "gate: the first and last point of each family, dtype and format (CI's subset beyond sm_90a)")
     k.set_defaults(fn=cmd_compile)
 
     from bench.options import duration

@@ -1,7 +1,10 @@
 """The device a sweep runs on: capabilities for skip rules, and metadata for the run sidecar.
 
-NVML (nvidia-ml-py) supplies clocks and throttle reasons where present; everything else comes from
-torch. Clocks are read, never set.
+NVML (nvidia-ml-py) supplies clocks and throttle reasons on NVIDIA GPUs where present; on a ROCm build
+of torch (``torch.version.hip``) AMD SMI (the ``amdsmi`` package) does, where present, else the
+sidecar says it was not available (never a failure). Everything else comes from torch. Clocks are
+read, never set. The L2 flush is sized for the device's last-level cache: torch reports an MI300X's
+4 MB L2, but 256 MB of Infinity Cache sits behind it (:func:`last_level_cache`).
 """
 
 from __future__ import annotations
@@ -24,9 +27,48 @@ INTERPRETER_SLUG = "cpu-interpreter"
 
 
 def slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3': the results directory of a device."""
+    """'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3', 'AMD Instinct MI300X' -> 'mi300x': a device's results directory."""
     text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return re.sub(r"^nvidia-", "", text) or "unknown-device"
+    return re.sub(r"^(nvidia-|amd-instinct-|amd-)", "", text) or "unknown-device"
+
+
+def rocm() -> bool:
+    """True on a ROCm build of torch (torch.cuda drives an AMD GPU through HIP)."""
+    return bool(getattr(torch.version, "hip", None))
+
+
+# Last-level caches torch does not report (its L2_cache_size is the L2 in front of them), by gfx target.
+# AMD Instinct MI300 CDNA3 whitepaper and the MI300X/MI325X data sheets: 256 MB AMD Infinity Cache; CDNA4
+# whitepaper (MI350 series): 256 MB Infinity Cache.
+INFINITY_CACHE = {"gfx942": (256 << 20, "AMD CDNA3 whitepaper: 256 MB Infinity Cache (MI300X/MI325X)"),
+                  "gfx950": (256 << 20, "AMD CDNA4 whitepaper: 256 MB Infinity Cache (MI355X)")}
+
+
+def gfx_arch(props) -> str:
+    """'gfx942:sramecc+:xnack-' -> 'gfx942' ('' on NVIDIA)."""
+    return str(getattr(props, "gcnArchName", "") or "").split(":")[0]
+
+
+def last_level_cache(props) -> tuple[int, str]:
+    """Bytes of the last cache before DRAM, and where the figure comes from: torch's L2, or the Infinity
+    Cache behind it on AMD Instinct (B200's 126 MB L2 is its last level and torch reports it)."""
+    l2 = int(props.L2_cache_size)
+    extra = INFINITY_CACHE.get(gfx_arch(props)) if rocm() else None
+    if extra and extra[0] > l2:
+        return extra[0], extra[1]
+    return l2, "torch L2_cache_size"
+
+
+def blas_library() -> str:
+    """Which vendor BLAS torch.matmul calls: the baselines' library (hipBLASLt/rocBLAS on ROCm)."""
+    try:
+        preferred = str(torch.backends.cuda.preferred_blas_library()).lower()
+    except Exception:  # older torch or no BLAS choice exposed
+        preferred = ""
+    lt = "lt" in preferred
+    if rocm():
+        return "hipBLASLt" if lt else ("composable kernel" if "ck" in preferred else "rocBLAS")
+    return "cuBLASLt" if lt else "cuBLAS"
 
 
 @dataclass(frozen=True)
@@ -50,8 +92,9 @@ def detect(interpret: bool, index: int = 0) -> Target:
         meta = {"name": caps.name, "slug": INTERPRETER_SLUG, "cpu": platform.processor() or platform.machine()}
         return Target(torch.device("cpu"), caps, INTERPRETER_SLUG, meta)
     props = torch.cuda.get_device_properties(index)
+    llc, llc_source = last_level_cache(props)
     caps = DeviceCaps(name=props.name, capability=(props.major, props.minor), interpret=False,
-                      l2_bytes=int(props.L2_cache_size), sm_count=int(props.multi_processor_count),
+                      l2_bytes=llc, sm_count=int(props.multi_processor_count),
                       memory_bytes=int(props.total_memory))
     meta = {
         "name": props.name,
@@ -64,6 +107,11 @@ def detect(interpret: bool, index: int = 0) -> Target:
         "cuda": torch.version.cuda,
         "uuid": _torch_uuid(props),
         "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+        "blas": blas_library(),
+        **({"hip": torch.version.hip, "gfx_arch": gfx_arch(props), "torch_l2_bytes": int(props.L2_cache_size),
+            "l2_source": llc_source, "warp_size": int(getattr(props, "warp_size", 64) or 64),
+            "visible_devices": os.environ.get("HIP_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))}
+           if rocm() else {}),
         **nvml_snapshot(index),
     }
     return Target(torch.device("cuda", index), caps, slug(props.name), meta)
@@ -92,6 +140,11 @@ def list_devices() -> list[dict[str, Any]]:
 
 
 def _nvml():
+    """NVML, or on a ROCm torch AMD SMI answering NVML's calls (:mod:`bench.rocm`); None: neither here."""
+    if rocm():
+        from bench.rocm import amd_smi
+
+        return amd_smi()
     try:
         import pynvml
     except ImportError:
@@ -144,7 +197,7 @@ def nvml_snapshot(index: int = 0) -> dict[str, Any]:
     """Driver, clocks, power and throttle state now; says why when NVML cannot tell."""
     nvml = _nvml()
     if nvml is None:
-        return {"nvml": "unavailable"}
+        return {"nvml": "unavailable"} if not rocm() else {"nvml": "not used (ROCm)", "amdsmi": "not available"}
     try:
         handle = nvml_handle(nvml, index)
         driver = nvml.nvmlSystemGetDriverVersion()
@@ -162,6 +215,7 @@ def nvml_snapshot(index: int = 0) -> dict[str, Any]:
     power_limit = read(nvml.nvmlDeviceGetEnforcedPowerLimit)
     uuid = read(nvml.nvmlDeviceGetUUID)
     return {
+        **({"smi": "amdsmi"} if rocm() else {}),
         "driver": driver.decode() if isinstance(driver, bytes) else driver,
         "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
         "clocks": {
@@ -203,7 +257,8 @@ class ClockMonitor:
         self._mask = 0
         self._violations: dict[int, int] = {}
         if self._nvml is None:
-            self.reading.error = "NVML unavailable (nvidia-ml-py not installed or no driver)"
+            self.reading.error = ("AMD SMI not available (amdsmi not installed or no driver)" if rocm() else
+                                  "NVML unavailable (nvidia-ml-py not installed or no driver)")
             return
         try:
             self._handle = handle if handle is not None else nvml_handle(self._nvml, index)
@@ -288,7 +343,8 @@ def preflight(target: Target) -> dict[str, Any]:
             f"memory {clocks.get('mem_mhz')}/{clocks.get('mem_max_mhz')} MHz, {snap.get('temperature_c')} °C, "
             f"power limit {snap.get('power_limit_w')} W, {free / 2**30:.0f} GiB free"
             + (f" — WARNING: {'; '.join(warnings)}" if warnings else ", nothing else running, no throttling")
-            + ("" if "nvml" not in snap else f" (NVML: {snap['nvml']})"))
+            + (f" (AMD SMI: {snap['amdsmi']})" if "amdsmi" in snap else
+               "" if "nvml" not in snap else f" (NVML: {snap['nvml']})"))
     return {"line": line, "nvml": snap, "free_bytes": free, "total_bytes": total, "processes": others,
             "warnings": warnings}
 

@@ -71,6 +71,7 @@ class Machine:
     sm_count: int
     smem_per_block: int
     capability: tuple[int, int]
+    arch: str = ""  # the compiler target (kernels.tuning.ARCH_LIMITS) whose limits tuning plans with; "" none listed
 
     @property
     def caps(self) -> DeviceCaps:
@@ -79,8 +80,12 @@ class Machine:
 
     @property
     def limits(self):
-        from kernels.tuning import Limits
+        import dataclasses
 
+        from kernels.tuning import ARCH_LIMITS, Limits
+
+        if self.arch in ARCH_LIMITS:  # warp size, MMA tile, LDS … of the target, this part's SM/CU count
+            return dataclasses.replace(ARCH_LIMITS[self.arch], sm_count=self.sm_count)
         return Limits(sm_count=self.sm_count, smem_per_block=self.smem_per_block, registers_per_sm=65_536,
                       capability=self.capability)
 
@@ -90,13 +95,24 @@ class Machine:
         return self.tensor.get("tf32" if dtype == "fp32" else dtype) or self.tensor.get("bf16") or self.fp32
 
 
-# What a datasheet does not give but tuning needs: compute capability and opt-in shared memory per block.
+# What a datasheet does not give but tuning needs: compute capability and opt-in shared memory per block
+# (kernels.tuning's figures, with their sources, for the targets the static compiler knows)
 _ARCH = {
-    "a100-80gb-sxm": ((8, 0), 166_912), "h100-sxm": ((9, 0), 232_448), "h100-pcie": ((9, 0), 232_448),
-    "h200-sxm": ((9, 0), 232_448), "b200": ((10, 0), 232_448), "gb200": ((10, 0), 232_448),
-    "b300": ((10, 3), 232_448), "gb300": ((10, 3), 232_448), "l4": ((8, 9), 101_376), "l40s": ((8, 9), 101_376),
+    "a100-80gb-sxm": ((8, 0), 166_912), "l4": ((8, 9), 101_376), "l40s": ((8, 9), 101_376),
 }
-_ALIASES = {"h100": "h100-sxm", "h200": "h200-sxm", "a100": "a100-80gb-sxm"}
+_TARGETS = {"h100-sxm": "sm_90a", "h100-pcie": "sm_90a", "h200-sxm": "sm_90a", "b200": "sm_100a", "gb200": "sm_100a",
+            "b300": "sm_103a", "gb300": "sm_103a", "rtx-pro-6000": "sm_120a", "mi300x": "gfx942", "mi325x": "gfx942",
+            "mi355x": "gfx950"}
+_ALIASES = {"h100": "h100-sxm", "h200": "h200-sxm", "a100": "a100-80gb-sxm", "rtx-pro": "rtx-pro-6000"}
+
+
+def _arch(key: str) -> tuple[tuple[int, int], int, str]:
+    from kernels.tuning import ARCH_LIMITS
+
+    if key in _TARGETS:
+        limits = ARCH_LIMITS[_TARGETS[key]]
+        return limits.capability, limits.smem_per_block, limits.arch
+    return (*_ARCH[key], "")
 
 
 def machine(text: str) -> Machine:
@@ -104,13 +120,15 @@ def machine(text: str) -> Machine:
     from analysis import devices
 
     key = _ALIASES.get(text.lower(), text.lower())
-    known = [d.key for d in devices.DEVICES if d.key in _ARCH]
+    known = [d.key for d in devices.DEVICES if d.key in _ARCH or d.key in _TARGETS]
     if key not in known:
         raise UsageError(f"--device {text!r}: unknown; valid: {', '.join(sorted(set(known) | set(_ALIASES)))}")
     sheet = devices.get(key)
-    capability, smem = _ARCH[key]
+    capability, smem, arch = _arch(key)
+    # l2_bytes is the last-level cache the flush must exceed: MI300X's 256 MB Infinity Cache, B200's 126 MB L2
     return Machine(key, sheet.name, sheet.bandwidth, dict(sheet.tensor_flops), sheet.fp32_flops,
-                   int(sheet.l2_bytes or 50e6), int(sheet.memory_bytes), int(sheet.sm_count or 132), smem, capability)
+                   int(sheet.l2_bytes or 50e6), int(sheet.memory_bytes), int(sheet.sm_count or 132), smem, capability,
+                   arch)
 
 
 def machine_of(caps: DeviceCaps) -> Machine:
@@ -118,10 +136,10 @@ def machine_of(caps: DeviceCaps) -> Machine:
     from analysis import devices
 
     sheet = devices.match_device(caps.name, caps.memory_bytes, caps.sm_count)
-    base = machine(sheet.key) if sheet is not None and sheet.key in _ARCH else machine("h100")
+    base = machine(sheet.key) if sheet is not None and (sheet.key in _ARCH or sheet.key in _TARGETS) else machine("h100")
     return Machine(base.key, caps.name, base.bandwidth, base.tensor, base.fp32, caps.l2_bytes or base.l2_bytes,
                    caps.memory_bytes or base.memory_bytes, caps.sm_count or base.sm_count, base.smem_per_block,
-                   caps.capability or base.capability)
+                   caps.capability or base.capability, base.arch)
 
 
 def roof_seconds(machine: Machine, kernel: str, dtype: str, flops: float, nbytes: float) -> float | None:

@@ -1,14 +1,17 @@
 """``rooflab compile``: compile every family's candidate configs for a GPU target, without a GPU.
 
-For the headline shapes (issue 10's first-contact plan, one ragged shape per family) each Triton
-impl's ``Impl.candidates`` names the kernels a point launches on the target's limits and the
+Targets: sm_90a (H100/H200), sm_100a (B200), sm_103a (B300), sm_120a (RTX PRO 6000 Blackwell),
+gfx942 (MI300X/MI325X), gfx950 (MI355X); ``--arch all`` compiles each in turn. For the headline shapes
+(issue 10's first-contact plan, one ragged shape per family) each Triton impl's ``Impl.candidates``
+names the kernels a point launches on the target's limits (:data:`kernels.tuning.ARCH_LIMITS`) and the
 configs its autotuner would try; worker processes (:mod:`bench.static_compile`, the Triton
-interpreter off) compile each config for the target and record registers, spills, shared memory,
-and whether wgmma, TMA and 16-byte global accesses appear. The rows go to
+interpreter off) compile each config for the target and record registers, spills, shared memory (LDS),
+occupancy, the tensor-core instruction family, TMA and 16-byte global accesses. The rows go to
 ``results/static/<arch>.csv``; ``--check`` instead judges them (:func:`violations`) against the
 committed file and exits 1 on a compile error, shared memory over the limit, a spill in a
-memory-bound family, an unexplained spill elsewhere, or a streaming kernel that lost its 16-byte
-loads.
+memory-bound family, an unexplained spill elsewhere, a streaming kernel that lost its 16-byte
+accesses (or a streaming point none of whose configs has them), or a tensor-core family compiled
+to scalar FMA.
 """
 
 from __future__ import annotations
@@ -25,13 +28,20 @@ from pathlib import Path
 
 from kernels.errors import UsageError
 
-ARCHS = ("sm_90a",)
+ARCHS = ("sm_90a", "sm_100a", "sm_103a", "sm_120a", "gfx942", "gfx950")
+ALL = "all"
+# the sm_90a table's first columns, unchanged; then what every target reports alike (AMD registers and
+# scratch in the same columns: registers = VGPRs, spill_stores = scratch bytes per lane)
 COLUMNS = ("arch", "triton", "kernel", "variant", "shape", "dtype", "config", "num_warps", "num_stages",
            "registers", "spill_stores", "spill_loads", "smem_bytes", "smem_limit", "wgmma", "tma",
-           "ld_global_v4", "st_global_v4", "ld_global_bytes", "st_global_bytes", "status", "note")
+           "ld_global_v4", "st_global_v4", "ld_global_bytes", "st_global_bytes", "status", "note",
+           "sgprs", "agprs", "occupancy", "mma", "scaled_mma")
 KEY = ("kernel", "variant", "shape", "dtype", "config")  # one compiled config
 STREAMING = ("copy", "triad", "read", "write", "dequant")  # every shape streams; gemv and qgemv at M = 1
 STREAMING_AT_M1 = ("gemv", "qgemv")
+# families (family:variant) whose kernels are tl.dot: on any target they must compile to a tensor-core MMA;
+# gemv's dot tiles (USE_DOT=True) and qgemv from M = 2 too
+TENSOR_CORE = ("gemm", "qgemm", "attn_prefill", "attn_mla:mla", "attn_decode:decode")
 
 
 @dataclass(frozen=True)
@@ -74,27 +84,41 @@ def _extra_sweeps():
     )
 
 
-POINTS = ("headline", "all")
+POINTS = ("headline", "all", "gate")
 
 
-def compile_jobs(points: str = "all") -> tuple[Job, ...]:
+def compile_jobs(points: str = "all", arch: str = "sm_90a") -> tuple[Job, ...]:
     """Every Triton point of the headline plan (bench/suites/headline.py, tiers 1–8 with their
-    ragged sizes) and, for ``points="all"``, :func:`_extra_sweeps`, less what a Hopper GPU would
-    skip; one job per case."""
+    ragged sizes) and, for ``points="all"``, :func:`_extra_sweeps`, less what a GPU of ``arch`` would
+    skip; one job per case. ``points="gate"``: :func:`gate_subset` of all of them."""
     from bench.suites import expand
     from bench.suites.headline import HEADLINE
     from kernels import registry
     from kernels.spec import DeviceCaps
+    from kernels.tuning import ARCH_LIMITS
 
-    hopper = DeviceCaps("H100/H200 (static)", (9, 0), False, 50 << 20, 132, 80 << 30)
+    limits = ARCH_LIMITS[arch]
+    caps = DeviceCaps(f"{arch} (static)", limits.capability, False, 50 << 20, limits.sm_count, 80 << 30)
     jobs: dict[tuple, Job] = {}
-    for point in expand(HEADLINE.sweeps + (_extra_sweeps() if points == "all" else ())):
+    for point in expand(HEADLINE.sweeps + (_extra_sweeps() if points != "headline" else ())):
         spec = registry.get(point.case.kernel)
-        if point.impl != "triton" or point.skip or spec.skip_reason(point.case, spec.impl("triton"), hopper):
+        if point.impl != "triton" or point.skip or spec.skip_reason(point.case, spec.impl("triton"), caps):
             continue
         jobs.setdefault((point.case.kernel, point.case.dtype, point.case.values),
                         Job(point.case.kernel, point.case.dtype.value, point.case.as_dict()))
-    return tuple(jobs.values())
+    found = tuple(jobs.values())
+    return gate_subset(found) if points == "gate" else found
+
+
+def gate_subset(jobs: tuple[Job, ...]) -> tuple[Job, ...]:
+    """A representative few points for CI on the targets it gates beyond sm_90a: per family, dtype and
+    weight format, the first and the last point of the plan (the smallest batch and the largest or
+    ragged shape), so every kernel and variant compiles without the whole sweep."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.kernel, job.dtype, job.axes.get("format")), []).append(job)
+    keep = {id(group[0]) for group in groups.values()} | {id(group[-1]) for group in groups.values()}
+    return tuple(job for job in jobs if id(job) in keep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,10 +271,27 @@ def _label(row: dict) -> str:
     return f"{row['kernel']} {row['variant']} {row['dtype']} [{row['shape']}] {row['config']}"
 
 
+def aligned(row: dict) -> bool:
+    """Every row length (N, K) a multiple of 16 elements: Triton can then prove 16-byte alignment, so some config
+    must make 16-byte accesses (a ragged K, e.g. 4104, leaves every W row unprovable, by design)."""
+    axes = _axes(row["shape"])
+    return all(_int(axes[name]) % 16 == 0 for name in ("N", "K") if name in axes and axes[name].isdigit())
+
+
+def tensor_core(row: dict) -> bool:
+    """A config whose kernel multiplies tiles with tl.dot: it must reach the target's tensor cores."""
+    if row["kernel"] in TENSOR_CORE or f"{row['kernel']}:{row['variant']}" in TENSOR_CORE:
+        return True
+    if row["kernel"] == "gemv":
+        return "USE_DOT=True" in row["config"].split()
+    return row["kernel"] == "qgemv" and _int(_axes(row["shape"]).get("M")) >= 2
+
+
 def violations(rows: list[dict], baseline: list[dict]) -> list[str]:
     """What fails the gate, one line each (empty: the rows pass)."""
     committed = {tuple(row[k] for k in KEY): row for row in baseline}
     found = []
+    wide: dict[tuple, bool] = {}  # streaming point -> some config makes 16-byte accesses
     for row in rows:
         label = _label(row)
         if row["status"] == "compile-error":
@@ -260,10 +301,16 @@ def violations(rows: list[dict], baseline: list[dict]) -> list[str]:
             found.append(f"shared memory {row['smem_bytes']} B over the {row['smem_limit']} B limit: {label}")
         spill = _int(row["spill_stores"]) + _int(row["spill_loads"])
         if spill and memory_bound(row["kernel"]):
-            found.append(f"spill ({row['spill_stores']} B stored, {row['spill_loads']} B loaded) in a "
+            found.append(f"spill ({row['spill_stores']} B stored, {row['spill_loads'] or 0} B loaded) in a "
                          f"memory-bound family: {label}")
         elif spill and not row["note"]:
             found.append(f"unexplained spill ({row['spill_stores']} B stored): {label}")
+        if "mma" in row and tensor_core(row) and not row["mma"] and not _flag(row.get("wgmma")):
+            found.append(f"a tensor-core kernel compiled to scalar FMA (no mma/wgmma/tcgen05/mfma in the "
+                         f"{'AMDGCN' if row['arch'].startswith('gfx') else 'PTX'}): {label}")
+        if streaming(row) and aligned(row):
+            point = (row["kernel"], row["variant"], row["shape"], row["dtype"])
+            wide[point] = wide.get(point, False) or _flag(row["ld_global_v4"]) or _flag(row["st_global_v4"])
         old = committed.get(tuple(row[k] for k in KEY))
         if old is not None and streaming(row):
             for access in ("ld", "st"):
@@ -272,6 +319,10 @@ def violations(rows: list[dict], baseline: list[dict]) -> list[str]:
                     found.append(f"lost its 16-byte global {'loads' if access == 'ld' else 'stores'} "
                                  f"(committed: {old[f'{access}_global_bytes']}; now: "
                                  f"{row[f'{access}_global_bytes'] or 'none'}): {label}")
+    for (kernel, variant, shape, dtype), ok in wide.items():
+        if not ok:
+            found.append(f"a streaming kernel without 16-byte accesses in any config: {kernel} {variant} {dtype} "
+                         f"[{shape}]")
     return found
 
 
@@ -285,8 +336,6 @@ def default_out(arch: str) -> Path:
 
 
 def _check_args(arch: str, out: Path, check: bool) -> None:
-    if arch not in ARCHS:
-        raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
     if check:
         if not out.is_file():
             raise UsageError(f"--check compares against {out}, which does not exist; run `rooflab compile` first")
@@ -317,22 +366,36 @@ def select_jobs(jobs: tuple[Job, ...], kernels: str | None) -> tuple[Job, ...]:
 
 def run_compile(arch: str, out: Path | None, check: bool, workers: int, kernels: str | None = None,
                 points: str = "all", progress=None) -> int:
-    """Compile the headline candidates; write the CSV, or (``check``) gate them against it."""
+    """Compile the headline candidates for ``arch`` (or every target: ``all``); write each CSV, or
+    (``check``) gate them against it. Exit 1 when any target's gate fails."""
     cpus = os.cpu_count() or 1
+    if arch not in ARCHS + (ALL,):
+        raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS + (ALL,))}")
     if workers < 1:
         raise UsageError(f"--jobs must be ≥ 1, got {workers}")
     if workers > cpus:
         raise UsageError(f"--jobs {workers}: more compiler processes than CPUs ({cpus}); give 1…{cpus}")
     if points not in POINTS:
         raise UsageError(f"--points {points!r}; valid: {', '.join(POINTS)}")
+    archs = ARCHS if arch == ALL else (arch,)
+    if arch == ALL and out is not None:
+        raise UsageError(f"--arch all writes one file per target (results/static/<arch>.csv); drop --out {out}, or "
+                         f"give one --arch of {', '.join(ARCHS)}")
     subset = kernels is not None or points != "all"
     if subset and out is None and not check:
-        raise UsageError(f"a subset (--kernel/--points headline) writes only its rows: give --out FILE.csv, so "
-                         f"{default_out(arch)} keeps every family")
-    out = out or default_out(arch)
-    _check_args(arch, out, check)
+        raise UsageError(f"a subset (--kernel/--points {points}) writes only its rows: give --out FILE.csv and one "
+                         f"--arch, so {default_out(archs[0])} keeps every family")
+    for one in archs:  # every target's file is checked before any compiling starts
+        _check_args(one, out or default_out(one), check)
+    failed = 0
+    for one in archs:
+        failed |= _compile_one(one, out or default_out(one), check, workers, kernels, points, progress)
+    return failed
+
+
+def _compile_one(arch: str, out: Path, check: bool, workers: int, kernels: str | None, points: str, progress) -> int:
     began = time.perf_counter()
-    jobs = select_jobs(compile_jobs(points), kernels)
+    jobs = select_jobs(compile_jobs(points, arch), kernels)
     print(f"compile: {len(jobs)} points for {arch} with {workers} compiler processes; progress every few seconds "
           "and per family", file=sys.stderr, flush=True)
     rows = compile_rows(arch, jobs, workers, progress=progress or ProgressLines())
@@ -353,5 +416,5 @@ def run_compile(arch: str, out: Path | None, check: bool, workers: int, kernels:
     found = violations(rows, baseline)
     for line in found:
         print(f"FAIL {line}")
-    print(f"static gate against {out}: {'failed, ' + str(len(found)) + ' findings' if found else 'passed'}")
+    print(f"static gate for {arch} against {out}: {'failed, ' + str(len(found)) + ' findings' if found else 'passed'}")
     return 1 if found else 0

@@ -59,28 +59,36 @@ def prefill_configs() -> list[triton.Config]:
         for block_n in (64, 128)
         for warps in (4, 8)
         for stages in (2, 3, 4)
-    ]
+    ] + [triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=stages) for stages in (2, 3)]
 
 
 def prefill_candidates(seq_q: int, seq_kv: int, head_dim: int, itemsize: int,
                        limits: Limits) -> tuple[triton.Config, ...]:
-    """Tiles the problem can fill, that fit in shared memory and whose live fp32 tiles fit in
-    registers (``head_dim``: the padded tile)."""
+    """Tiles the problem can fill, that fit in shared memory (LDS) and whose live fp32 tiles fit in
+    registers (``head_dim``: the padded tile). Per target: a thread's share of the live tiles counts
+    the warp size (64 lanes on AMD); Blackwell's tcgen05 builds spill above one warpgroup's budget even
+    with 8 warps (72–300 B at 128 × 128 on sm_100a); AMD's pipeliner keeps one K/V buffer fewer in
+    LDS (64 × 64 × 128 takes 40 KiB on gfx942, not 80). 32-wide key tiles only when no wider one fits
+    (head_dim 256 in gfx942's 64 KiB)."""
     configs = prefill_configs()
     max_m = max(64, triton.next_power_of_2(seq_q))
     max_n = max(64, triton.next_power_of_2(seq_kv))
+    wide_budget = MAX_LIVE_ONE_WARPGROUP if limits.tensor_memory else MAX_LIVE_PER_THREAD
 
     def keep(c: triton.Config) -> bool:
         block_m, block_n = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        # Q once, K and V per stage: matches what Triton 3.9 allocates
-        smem = (block_m + 2 * c.num_stages * block_n) * head_dim * itemsize
-        live = block_m * (head_dim + block_n) // (32 * c.num_warps)  # acc [M, D] + scores [M, N]
+        # Q once, K and V per stage: matches what Triton 3.9 allocates on NVIDIA
+        kv_buffers = 2 * (c.num_stages - 1) if limits.amd else 2 * c.num_stages
+        smem = (block_m + kv_buffers * block_n) * head_dim * itemsize
+        live = block_m * (head_dim + block_n) // (limits.warp_size * c.num_warps)  # acc [M, D] + scores [M, N]
         return (block_m <= max_m and block_n <= max_n and smem <= limits.smem_per_block
-                and live <= (MAX_LIVE_PER_THREAD if c.num_warps >= 8 else MAX_LIVE_ONE_WARPGROUP)
+                and live <= (wide_budget if c.num_warps >= 8 else MAX_LIVE_ONE_WARPGROUP)
                 and not (block_m == 64 and c.num_warps == 8))  # trims the search: 4 warps suit 64 rows
 
+    kept = [c for c in configs if keep(c)]
+    wide = [c for c in kept if c.kwargs["BLOCK_N"] >= 64]
     smallest = min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages, c.num_warps))
-    return tuple(c for c in configs if keep(c)) or (smallest,)
+    return tuple(wide or kept) or (smallest,)
 
 
 def prune_prefill_configs(configs, named_args, **kwargs):

@@ -24,7 +24,7 @@ from kernels.spec import (
     scaled_randn,
 )
 from kernels.spaces import launch_spaces, meta
-from kernels.tuning import Limits, autotune, describe
+from kernels.tuning import Limits, autotune, describe, device_limits
 
 TRIAD_SCALAR = 3.0
 STREAM_BYTES_PER_THREAD = 512  # loaded bytes a thread may hold at once: 128 registers
@@ -45,18 +45,21 @@ def stream_configs() -> list[triton.Config]:
     ]
 
 
-def stream_candidates(n: int, itemsize: int, arrays: int) -> tuple[triton.Config, ...]:
+def stream_candidates(n: int, itemsize: int, arrays: int, warp_size: int = 32) -> tuple[triton.Config, ...]:
     """The configs worth timing for ``arrays`` streams of n elements: blocks not far beyond the
     array (all masked lanes); ≥ 16 bytes per thread and array, so every access can be 16 bytes
     wide (fp16 BLOCK=2048 with 16 warps compiled to 8-byte loads); at most STREAM_BYTES_PER_THREAD
     loaded per thread in all, beyond which one block's values no longer fit in registers (triad
-    fp32 BLOCK=16384 with 4 warps held 1 KiB per thread and spilled 228 B on sm_90a)."""
+    fp32 BLOCK=16384 with 4 warps held 1 KiB per thread and spilled 228 B on sm_90a). A thread's
+    share counts the device's warp size: AMD's 64-lane wavefronts halve it (copy fp16 BLOCK=1024 with
+    4 waves compiled to 8-byte loads for gfx942), so the smallest block doubles there."""
     configs = stream_configs()
 
     def per_thread(c: triton.Config) -> int:
-        return c.kwargs["BLOCK"] * itemsize // (32 * c.num_warps)
+        return c.kwargs["BLOCK"] * itemsize // (warp_size * c.num_warps)
 
-    useful = [c for c in configs if c.kwargs["BLOCK"] <= max(1024, triton.next_power_of_2(n))
+    smallest = 1024 * warp_size // 32
+    useful = [c for c in configs if c.kwargs["BLOCK"] <= max(smallest, triton.next_power_of_2(n))
               and 16 <= per_thread(c) and arrays * per_thread(c) <= STREAM_BYTES_PER_THREAD]
     return tuple(useful or configs[:1])
 
@@ -66,7 +69,8 @@ def stream_pruner(arrays: int):
 
     def prune(configs, named_args, **kwargs):
         first = next(value for value in named_args.values() if hasattr(value, "element_size"))
-        return list(stream_candidates(named_args["n"], first.element_size(), arrays))
+        warp_size = device_limits(first.device).warp_size
+        return list(stream_candidates(named_args["n"], first.element_size(), arrays, warp_size))
 
     return prune
 

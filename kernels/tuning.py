@@ -23,6 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -41,32 +42,83 @@ Benchmark = Callable[[Callable[[], object]], list]  # kernel_call -> [median, p2
 # ---------------------------------------------------------------------------------------------
 
 
+class Vendor(str, Enum):
+    """Whose GPU: the compiler backend and the instruction set a kernel compiles to."""
+
+    NVIDIA = "nvidia"  # Triton's "cuda" backend: PTX, ptxas
+    AMD = "amd"  # Triton's "hip" backend: AMDGCN
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the device a kernel will run on offers, as far as tuning cares.
 
     Every pruner, candidate function and launcher that sizes work by the device reads these
     figures from :func:`device_limits` (never from torch or the driver directly), so a plan can be
-    made for a device that is not here: the static compiler pins :data:`HOPPER` while compiling
-    with CPU tensors, and a time model can ask what a point would tune on an H200.
+    made for a device that is not here: the static compiler pins a target's limits (:data:`ARCH_LIMITS`)
+    while compiling with CPU tensors, and a time model can ask what a point would tune on an H200.
+    On AMD an "SM" is a compute unit (CU), a warp a wavefront and shared memory the LDS.
     """
 
-    sm_count: int  # streaming multiprocessors
-    smem_per_block: int  # opt-in shared memory one block may use, bytes
-    registers_per_sm: int  # 32-bit registers per SM
-    capability: tuple[int, int] | None  # CUDA compute capability; None under the interpreter
+    sm_count: int  # streaming multiprocessors (NVIDIA) or compute units (AMD)
+    smem_per_block: int  # opt-in shared memory (LDS) one block may use, bytes
+    registers_per_sm: int  # 32-bit registers per SM (per CU on AMD: 4 SIMDs' vector registers)
+    capability: tuple[int, int] | None  # CUDA compute capability (torch's major.minor on ROCm); None: interpreter
     warp_size: int = 32  # threads per warp (NVIDIA) or wavefront (AMD CDNA: 64); pruners must not assume 32
+    vendor: Vendor = Vendor.NVIDIA
+    arch: str = ""  # the compiler target: sm_90a, sm_100a, gfx942 …; "" under the interpreter
+    smem_per_sm: int = 233_472  # shared memory (LDS) one SM (CU) holds for all its resident blocks, bytes
+    max_warps_per_sm: int = 64  # resident warps (wavefronts) per SM (CU)
+    max_registers_per_thread: int = 255  # per thread (per lane on AMD: arch VGPRs + AGPRs = 512)
+    mma_min_m: int = 64  # the smallest BLOCK_M that reaches the device's big MMA (wgmma, tcgen05: 64; mma.sync, MFMA: 16)
 
     @property
     def interpret(self) -> bool:
         return self.capability is None
 
+    @property
+    def amd(self) -> bool:
+        return self.vendor is Vendor.AMD
 
-# H100 and H200 (SXM) alike: 132 SMs, 227 KiB opt-in shared memory per block, 64 Ki registers per SM
-HOPPER = Limits(sm_count=132, smem_per_block=232_448, registers_per_sm=65_536, capability=(9, 0))
+    @property
+    def tensor_memory(self) -> bool:
+        """Blackwell data-centre parts (sm_100/sm_103): tcgen05 MMAs accumulate in tensor memory."""
+        return self.vendor is Vendor.NVIDIA and self.capability is not None and (10, 0) <= self.capability < (11, 0)
+
+
+# Sources. NVIDIA: CUDA C++ Programming Guide, "Compute Capabilities" table (docs.nvidia.com/cuda/
+# cuda-c-programming-guide, §"Technical Specifications per Compute Capability": shared memory per SM
+# 228 KB and per block 227 KB = 232,448 B on 9.0/10.0/10.3, 100 KB per SM and 99 KB = 101,376 B per block
+# on 12.0; 64 K 32-bit registers per SM; 255 registers per thread; 64 resident warps per SM, 48 on 12.0).
+# AMD: CDNA3 ISA reference and the AMD Instinct MI300 CDNA3 whitepaper (64 KB LDS per CU, 4 SIMDs per CU
+# each with 512 VGPRs (arch + accumulation) of 64 lanes = 512 KB of vector registers per CU, 8 waves per
+# SIMD); CDNA4 whitepaper (MI350 series: LDS grown to 160 KB per CU); ROCm docs "GPU hardware
+# specifications" (rocm.docs.amd.com/en/latest/reference/gpu-arch-specs.html: CU counts 304 MI300X/MI325X,
+# 256 MI355X; LDS 64 KiB gfx942, 160 KiB gfx950; wavefront 64).
+# H100 and H200 (SXM) alike: 132 SMs (H100 whitepaper), 227 KiB opt-in shared memory per block, 64 Ki registers per SM
+HOPPER = Limits(sm_count=132, smem_per_block=232_448, registers_per_sm=65_536, capability=(9, 0), arch="sm_90a")
+# B200: 148 SMs (HGX B200, CONTEXT.md; torch multi_processor_count on B200); smem and registers as cc 10.0 above.
+# tl.dot reaches tcgen05 only from 64-row tiles (16/32 rows fall back to mma.sync: Triton 3.6 and 3.9 compiled
+# for sm_100a here, and the issue-24 §2 tests); block-scaled tcgen05 MMA takes 128 rows
+B200 = Limits(sm_count=148, smem_per_block=232_448, registers_per_sm=65_536, capability=(10, 0), arch="sm_100a")
+# B300 / GB300 (Blackwell Ultra, cc 10.3): 160 SMs per GPU (NVIDIA technical blog "Inside NVIDIA Blackwell
+# Ultra", 2025; CONTEXT.md), limits otherwise as cc 10.0
+B300 = dataclasses.replace(B200, sm_count=160, capability=(10, 3), arch="sm_103a")
+# RTX PRO 6000 Blackwell (cc 12.0): 188 SMs (24,064 CUDA cores / 128 per SM, NVIDIA RTX PRO 6000 Blackwell
+# datasheet); 99 KB per block, 100 KB per SM, 48 warps per SM (cc 12.0 above); no wgmma or tcgen05: mma.sync
+RTX_PRO_6000 = Limits(sm_count=188, smem_per_block=101_376, registers_per_sm=65_536, capability=(12, 0),
+                      arch="sm_120a", smem_per_sm=102_400, max_warps_per_sm=48, mma_min_m=16)
+# MI300X / MI325X (gfx942, CDNA3): 304 CUs, 64 KiB LDS per CU (and per workgroup), 4 × 512 × 64 vector registers
+# per CU, 8 waves per SIMD = 32 per CU, wavefront 64; MFMA tiles from 16 rows (v_mfma_f32_16x16x16)
+MI300X = Limits(sm_count=304, smem_per_block=65_536, registers_per_sm=131_072, capability=(9, 4), warp_size=64,
+                vendor=Vendor.AMD, arch="gfx942", smem_per_sm=65_536, max_warps_per_sm=32,
+                max_registers_per_thread=512, mma_min_m=16)
+# MI355X (gfx950, CDNA4): 256 CUs, 160 KiB LDS per CU; register file and waves as CDNA3
+MI355X = dataclasses.replace(MI300X, sm_count=256, smem_per_block=163_840, smem_per_sm=163_840, capability=(9, 5),
+                             arch="gfx950")
 # The interpreter plans as an H100 would (same SMs and shared memory), but runs nothing on tensor cores
-INTERPRETER = dataclasses.replace(HOPPER, capability=None)
-ARCH_LIMITS = {"sm_90a": HOPPER}  # targets the static compiler knows: arch -> limits
+INTERPRETER = dataclasses.replace(HOPPER, capability=None, arch="")
+ARCH_LIMITS = {limits.arch: limits for limits in (HOPPER, B200, B300, RTX_PRO_6000, MI300X, MI355X)}
 
 _pinned: list[Limits] = []
 
@@ -101,11 +153,29 @@ def device_limits(device: torch.device | str | int | None = None) -> Limits:
 
 @functools.lru_cache(maxsize=None)
 def _cuda_limits(index: int) -> Limits:
+    """The device's own counts, with what torch does not report (MMA tile, warps per SM …) from its arch."""
     props = torch.cuda.get_device_properties(index)
     smem = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
-    return Limits(sm_count=props.multi_processor_count, smem_per_block=smem,
-                  registers_per_sm=getattr(props, "regs_per_multiprocessor", 65_536),
-                  capability=(props.major, props.minor))
+    capability = (props.major, props.minor)
+    if torch.version.hip:
+        arch = str(getattr(props, "gcnArchName", "")).split(":")[0]
+        base = ARCH_LIMITS.get(arch, dataclasses.replace(MI300X, arch=arch))
+        warp = int(getattr(props, "warp_size", base.warp_size) or base.warp_size)
+    else:
+        base = arch_of_capability(capability)
+        warp = 32
+    return dataclasses.replace(base, sm_count=props.multi_processor_count, smem_per_block=smem,
+                               registers_per_sm=getattr(props, "regs_per_multiprocessor", base.registers_per_sm),
+                               capability=capability, warp_size=warp)
+
+
+def arch_of_capability(capability: tuple[int, int]) -> Limits:
+    """The known NVIDIA target closest below a compute capability (its MMA and per-SM limits); Hopper's
+    for anything older than the targets listed, which tuning treats as it always has."""
+    known = sorted((lim for lim in ARCH_LIMITS.values() if lim.vendor is Vendor.NVIDIA), key=lambda lim: lim.capability)
+    below = [lim for lim in known if lim.capability <= capability and lim.capability[0] == capability[0]]
+    base = below[-1] if below else HOPPER
+    return base if base.capability == capability else dataclasses.replace(base, arch=f"sm_{capability[0]}{capability[1]}")
 
 
 def interpreting() -> bool:

@@ -20,6 +20,9 @@ from analysis.devices import DEVICES, get, match_device
     ("NVIDIA L40S", "l40s"),
     ("AMD Instinct MI300X", "mi300x"),
     ("AMD Instinct MI325X", "mi325x"),
+    ("AMD Instinct MI355X", "mi355x"),
+    ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000"),
+    ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "rtx-pro-6000"),
 ])
 def test_runtime_names_match_their_datasheet(name, key):
     assert match_device(name).key == key
@@ -80,3 +83,27 @@ def test_fp4_peaks_only_where_a_datasheet_gives_them():
     assert get("b300").tensor("fp4") == 13.5e15 and get("gb300").tensor("fp4") == 15e15
     for key in ("h100-sxm", "h200-sxm", "a100-80gb-sxm", "mi300x"):
         assert get(key).tensor("fp4") is None
+
+
+def test_the_blackwell_and_instinct_additions_carry_every_figure_with_its_source():
+    """Issue 24 §4: B300, RTX PRO 6000 Blackwell, MI300X, MI325X, MI355X — bandwidth, bytes, dense bf16/fp8/fp6/fp4,
+    the last-level cache, the GPU-to-GPU fabric; a figure no sheet gives stays None."""
+    mi300x, mi325x, mi355x, rtx, b300 = (get(k) for k in ("mi300x", "mi325x", "mi355x", "rtx-pro-6000", "b300"))
+    assert mi300x.memory_bytes == 192e9 and mi325x.memory_bytes == 256e9 and mi355x.memory_bytes == 288e9
+    assert mi300x.bandwidth == 5.3e12 and mi325x.bandwidth == 6.0e12 and mi355x.bandwidth == 8.0e12
+    assert mi300x.tensor("bf16") == pytest.approx(1307.4e12) and mi300x.tensor("fp8") == pytest.approx(2614.9e12)
+    assert mi300x.tensor("fp6") is None and mi300x.tensor("fp4") is None  # CDNA 3 has no FP6/FP4 matrix rate
+    assert mi355x.tensor("fp4") == mi355x.tensor("fp6") == pytest.approx(10066.3e12)
+    assert mi300x.l2_bytes == 256e6 == mi355x.l2_bytes and mi300x.sm_count == 304 and mi355x.sm_count == 256
+    assert mi300x.infinity_fabric == 896e9 and mi355x.infinity_fabric == pytest.approx(1075.2e9)
+    assert mi300x.nvlink is None and mi300x.vendor == "amd" and b300.vendor == "nvidia"
+    assert b300.tensor("fp6") == b300.tensor("fp8") == 4.5e15 and get("b200").tensor("fp6") == 4.5e15
+    assert rtx.bandwidth == 1.792e12 and rtx.tensor("fp4") == 2e15 and rtx.l2_bytes == 128e6 and rtx.sm_count == 188
+    assert rtx.nvlink is None and "derived" in rtx.source("tensor_flops")  # labelled, not passed off as datasheet
+    for device in (mi300x, mi325x, mi355x, rtx, b300):
+        for figure in ("memory_bytes", "bandwidth", "tensor_flops", "l2_bytes", "sm_count", "capacity_bytes"):
+            assert device.source(figure), (device.key, figure)
+        if device.tensor("fp6") is not None:
+            assert device.source("fp6"), device.key
+        if device.infinity_fabric is not None:
+            assert "Infinity Fabric" in device.source("infinity_fabric"), device.key

@@ -62,8 +62,8 @@ def test_layer_knee_is_the_closed_form():
 def test_every_preset_layer_and_device_has_a_prediction():
     table = predicted.linear_table()
     shapes = predicted.layer_shapes()
-    assert set(table["device"]) == set(predicted.PREDICTED_DEVICES) == {"a100-80gb-sxm", "h100-sxm", "h200-sxm",
-                                                                         "b200", "gb300"}
+    assert set(table["device"]) == set(predicted.PREDICTED_DEVICES) == {
+        "a100-80gb-sxm", "h100-sxm", "h200-sxm", "b200", "b300", "gb300", "rtx-pro-6000", "mi300x", "mi325x", "mi355x"}
     assert len(table) == len(shapes) * 2 * len(predicted.PREDICTED_DEVICES)
     every = {f"{m.name}.{p}" for m in predicted.preset_models() for p in m.projections()}
     assert every == {name for s in shapes for name in s.layers}

@@ -246,3 +246,18 @@ def test_verdict_table_has_a_row_per_claim_with_model_and_mlperf_columns():
         assert "predicted" in cells[2] and "predicted" in cells[3]  # every model number says it is a prediction
     cost = table[table["claim"].str.contains("3×")].iloc[0]
     assert cost["holds?"].startswith("No") and "measured" in cost["MLPerf"]
+
+
+def test_the_capacity_table_holds_the_amd_parts_and_their_larger_memory_buys_batch():
+    """Issue 24 §4, the articles' AMD-capacity argument: on one 8-GPU node the 192/256/288 GB parts hold a larger
+    batch than the 141 GB H200 for the same preset, and FP4 presets are refused where no FP4 tensor cores exist."""
+    caps = claims.caps_table()
+    assert {"mi300x", "mi325x", "mi355x", "b300"} <= set(caps["device"])
+    fp8 = caps[caps["preset"].str.contains("fp8 weights") & caps["supported"]]
+    by = fp8.pivot_table(index=["preset", "scenario"], columns="device", values="max_batch", aggfunc="first")
+    fits = by[by["h200-sxm"] > 0]
+    assert len(fits) and (fits["mi300x"] > fits["h200-sxm"]).all() and (fits["mi325x"] > fits["mi300x"]).all()
+    assert (fits["mi355x"] >= fits["mi325x"]).all()
+    fp4 = caps[caps["preset"].str.contains("fp4")]
+    assert not fp4[fp4["device"].isin(["mi300x", "mi325x"])]["supported"].any()  # CDNA 3: no FP4 matrix rate
+    assert fp4[fp4["device"] == "mi355x"]["supported"].all()

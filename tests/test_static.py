@@ -294,7 +294,8 @@ def test_the_csv_has_the_documented_columns(committed):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["compile", "--arch", "sm_80"], "unknown arch 'sm_80'; valid: sm_90a"),
+    (["compile", "--arch", "sm_80"], "unknown arch 'sm_80'; valid: sm_90a, sm_100a, sm_103a, sm_120a, gfx942, gfx950, all"),
+    (["compile", "--arch", "all", "--out", "x.csv"], "--arch all writes one file per target"),
     (["compile", "--out", "/proc/no/such.csv"], "cannot write there"),
     (["compile", "--check", "--out", "/nonexistent/sm_90a.csv"], "which does not exist"),
     (["compile", "--jobs", "0"], "--jobs must be ≥ 1"),
