@@ -6,8 +6,8 @@ a device that is not here chooses what that device would run.
 
 How a target is told apart (the conventions torch reports on each vendor's build):
 
-- AMD CDNA: a 64-wide wavefront (``warp_size`` 64); ``capability`` is the (major, minor) torch's ROCm
-  build reports, (9, 4) for gfx942 (MI300X/MI325X), (9, 5) for gfx950 (MI355X).
+- AMD CDNA: ``vendor`` AMD, a 64-wide wavefront (``warp_size`` 64); ``capability`` is the (major, minor)
+  torch's ROCm build reports, (9, 4) for gfx942 (MI300X/MI325X), (9, 5) for gfx950 (MI355X).
 - NVIDIA: ``warp_size`` 32; Blackwell is capability ≥ (10, 0) (sm_100/103 datacentre, sm_120 RTX).
 
 Facts checked against Triton 3.6 and 3.9 compiling for each target (tests/test_target_variants.py):
@@ -22,26 +22,18 @@ Facts checked against Triton 3.6 and 3.9 compiling for each target (tests/test_t
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 
-from kernels.tuning import Limits
+from kernels.tuning import Limits, Vendor
 
-AMD_WAVEFRONT = 64
 CDNA_ARCHS = {(9, 4): "gfx942", (9, 5): "gfx950"}  # torch-on-ROCm capability -> gfx target
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e4m3fnuz: 240.0}  # largest finite value per fp8 dtype
 FP8_DTYPES = tuple(FP8_MAX)
 TMEM_COLUMNS = 512  # Blackwell tensor memory per SM: 128 lanes × 512 32-bit columns
 
 
-class Vendor(str, Enum):
-    NVIDIA = "nvidia"
-    AMD = "amd"
-
-
 def vendor(limits: Limits) -> Vendor:
-    return Vendor.AMD if limits.warp_size == AMD_WAVEFRONT else Vendor.NVIDIA
+    return limits.vendor
 
 
 def is_blackwell(limits: Limits) -> bool:

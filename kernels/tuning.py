@@ -70,7 +70,6 @@ class Limits:
     smem_per_sm: int = 233_472  # shared memory (LDS) one SM (CU) holds for all its resident blocks, bytes
     max_warps_per_sm: int = 64  # resident warps (wavefronts) per SM (CU)
     max_registers_per_thread: int = 255  # per thread (per lane on AMD: arch VGPRs + AGPRs = 512)
-    mma_min_m: int = 64  # the smallest BLOCK_M that reaches the device's big MMA (wgmma, tcgen05: 64; mma.sync, MFMA: 16)
 
     @property
     def interpret(self) -> bool:
@@ -107,12 +106,12 @@ B300 = dataclasses.replace(B200, sm_count=160, capability=(10, 3), arch="sm_103a
 # RTX PRO 6000 Blackwell (cc 12.0): 188 SMs (24,064 CUDA cores / 128 per SM, NVIDIA RTX PRO 6000 Blackwell
 # datasheet); 99 KB per block, 100 KB per SM, 48 warps per SM (cc 12.0 above); no wgmma or tcgen05: mma.sync
 RTX_PRO_6000 = Limits(sm_count=188, smem_per_block=101_376, registers_per_sm=65_536, capability=(12, 0),
-                      arch="sm_120a", smem_per_sm=102_400, max_warps_per_sm=48, mma_min_m=16)
+                      arch="sm_120a", smem_per_sm=102_400, max_warps_per_sm=48)
 # MI300X / MI325X (gfx942, CDNA3): 304 CUs, 64 KiB LDS per CU (and per workgroup), 4 × 512 × 64 vector registers
 # per CU, 8 waves per SIMD = 32 per CU, wavefront 64; MFMA tiles from 16 rows (v_mfma_f32_16x16x16)
 MI300X = Limits(sm_count=304, smem_per_block=65_536, registers_per_sm=131_072, capability=(9, 4), warp_size=64,
                 vendor=Vendor.AMD, arch="gfx942", smem_per_sm=65_536, max_warps_per_sm=32,
-                max_registers_per_thread=512, mma_min_m=16)
+                max_registers_per_thread=512)
 # MI355X (gfx950, CDNA4): 256 CUs, 160 KiB LDS per CU; register file and waves as CDNA3
 MI355X = dataclasses.replace(MI300X, sm_count=256, smem_per_block=163_840, smem_per_sm=163_840, capability=(9, 5),
                              arch="gfx950")

