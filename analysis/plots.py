@@ -11,7 +11,9 @@ every figure, and the legend says so.
 
 from __future__ import annotations
 
+import colorsys
 import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +31,6 @@ FAMILY_COLOURS = {
     "dequant": OKABE_ITO[3],
 }
 # one hue per device (A100 sky blue beside H100 blue read as one device): blue, vermillion, green, olive, purple
-DEVICE_COLOURS = {"a100-80gb-sxm": OKABE_ITO[6], "h100-sxm": OKABE_ITO[0], "h200-sxm": OKABE_ITO[1],
-                  "b200": OKABE_ITO[2], "gb300": OKABE_ITO[3], "b300": OKABE_ITO[4]}
 IMPL_MARKERS = {"triton": "o", "torch": "s", "torch_dequant": "^"}
 ROOF_COLOURS = ("#000000", "#555555", "#888888")  # roofs never take a point colour
 BASELINE_COLOUR = "#555555"
@@ -84,7 +84,18 @@ def family_colour(kernel: str) -> str:
 
 
 def device_colour(key: str, index: int = 0) -> str:
-    return DEVICE_COLOURS.get(key, OKABE_ITO[(index + 4) % 7])
+    """A hue of its own per device of the table, stable across figures: positions stepped by ~0.38 of the
+    circle so neighbours in the table (H100, H200) are far apart; a device not in the table by ``index``."""
+    from analysis.devices import DEVICES
+
+    keys = [d.key for d in DEVICES]
+    if key not in keys:
+        return OKABE_ITO[(index + 4) % len(OKABE_ITO)]
+    count = len(keys)
+    step = next(s for s in range(round(0.38 * count), count) if math.gcd(s, count) == 1)
+    hue = (keys.index(key) * step % count) / count
+    red, green, blue = colorsys.hls_to_rgb(hue, 0.42, 0.8)
+    return f"#{round(red * 255):02x}{round(green * 255):02x}{round(blue * 255):02x}"
 
 
 def impl_marker(impl: str) -> str:
