@@ -164,8 +164,18 @@ def test_tests_first_then_the_listed_steps_then_the_plan_with_its_extra_argument
     assert '"seed": 11' in headline.read_text()
 
 
+def test_a_hung_step_is_cut_at_step_limit_and_the_plan_still_runs(tmp_path):
+    steps = tmp_path / "steps.txt"
+    steps.write_text("sweep --kernel copy --impl triton --dtype fp32 --axis N=1000 --no-progress\n")
+    contact = Contact(tmp_path, STEPS=steps, STEP_LIMIT=6, FAKE_NODE_HANG_AT=1, FAKE_NODE_POINTS=2)
+    contact.poll_until(lambda c: "rooflab run --budget" in c.log(), 60)  # (the plan's first point hangs too)
+    contact.kill()
+    log = contact.log()
+    assert "sweep exit: 137" in log and log.index("sweep exit: 137") < log.index("rooflab run --budget"), log
+
+
 @pytest.mark.parametrize("setting", ["DEADLINE=abc", "SNAPSHOT_EVERY=0", "PACK_RESERVE=-5", "GRACE=1.5",
-                                     "TESTS_FIRST=x", "STEPS=/no/such/file"])
+                                     "TESTS_FIRST=x", "STEPS=/no/such/file", "STEP_LIMIT=0"])
 def test_a_bad_setting_is_one_line_and_exit_2_before_anything_runs(tmp_path, setting):
     name, value = setting.split("=")
     out = tmp_path / "out"
