@@ -30,7 +30,7 @@ from kernels.linear import interpreter_bf16_skip
 from kernels.models import DEEPSEEK_V3
 from kernels.spaces import launch_spaces, meta
 from kernels.spec import Axis, Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace, poisoned, scaled_randn
-from kernels.tuning import Limits, describe
+from kernels.tuning import Limits, describe, device_limits
 
 V_DIM = DEEPSEEK_V3.kv_lora_rank  # 512: the latent part, K and V
 WIDTH = V_DIM + DEEPSEEK_V3.rope_dim  # 576: a cache row and a query row
@@ -60,7 +60,8 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
     q, cache, lens, table, out = (inputs[n] for n in ("q", "kv_cache", "kv_lens", "block_table", "out"))
     capacity = _check_mla(q, cache, lens, table, out, V_DIM)
     check_lengths(lens, table, case["q_len"], capacity, cache.shape[0], case["page_size"])  # once, untimed
-    row_blocks = triton.cdiv(case["heads"] * case["q_len"], block_h(case["heads"], case["q_len"]))
+    rows_per_program = block_h(case["heads"], case["q_len"], device_limits(q.device))
+    row_blocks = triton.cdiv(case["heads"] * case["q_len"], rows_per_program)
     plan = plan_splits(case["batch"] * row_blocks, capacity, _sm_count(q.device))
     rows = case["batch"] * case["heads"] * case["q_len"]
     workspace = DecodeWorkspace.allocate(rows, plan.num_splits, V_DIM, q.device) if plan.num_splits > 1 else None
@@ -68,7 +69,7 @@ def _build_triton(inputs: Inputs, case: Case) -> Launch:
     return Launch(
         run=lambda: attn_mla(q, cache, lens, table, v_dim=V_DIM, sm_scale=SM_SCALE, num_splits=plan.num_splits,
                              out=out, workspace=workspace, check_values=False),
-        config=lambda: f"{variant} BLOCK_H={block_h(case['heads'], case['q_len'])} "
+        config=lambda: f"{variant} BLOCK_H={rows_per_program} "
                        f"{describe(_attn_mla_tuned.best_config)}",
         scratch=workspace.tensors if workspace else (),
     )

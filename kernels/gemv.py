@@ -45,6 +45,7 @@ from kernels.linear import (
 from kernels.gemm_fp8 import fp8_skip
 from kernels.spec import Case, DeviceCaps, DType, Impl, Inputs, KernelSpec, Launch, TuneSpace
 from kernels.spaces import launch_spaces
+from kernels.targets import is_blackwell
 from kernels.tuning import INTERPRETER, Limits, autotune, device_limits
 
 MAX_M = 64  # the GEMV regime; larger batches are gemm's
@@ -55,6 +56,8 @@ SPLIT_WAVES = 2  # split K until tiles × splits reaches this many CTAs per SM
 MAX_SPLIT = 16
 TAIL_K = tl.constexpr(32)  # K columns per step of the dot path's ragged tail (fp8 tl.dot needs ≥ 32)
 DEFAULT_SMS = INTERPRETER.sm_count  # plans under the interpreter mirror an H100
+# sm_100a's ptxas spilled 4 B on a 64-row dot tile staging 4 × 256 of K (32 × 256, 4 warps) under Triton 3.6
+BLACKWELL_STAGED_K = 768
 
 
 def _config(use_dot: bool, bn: int, bk: int, warps: int, stages: int) -> triton.Config:
@@ -83,13 +86,14 @@ def split_for(N: int, K: int, block_n: int, block_k: int, num_sms: int, request:
 
 @functools.lru_cache(maxsize=4096)  # the launcher sizes its workspace from these on every call
 def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_request: int = 0,
-                    smem_limit: int | None = None) -> tuple[triton.Config, ...]:
+                    smem_limit: int | None = None, staged_k_limit: int | None = None) -> tuple[triton.Config, ...]:
     """The configs worth timing for one problem, completed with BLOCK_M and SPLIT_K: the path M
     allows, tiles whose registers and shared memory fit, BLOCK_K not far beyond K. Rows of W that
     are not 16-byte aligned load element by element, each element its own address: dot tiles then
     keep ≤ UNALIGNED_W_PER_THREAD W elements per thread (128 spilled 16–20 B on sm_90a under Triton
     3.6, 64 spilled 124 B under 3.9). Triton
-    proves alignment from a stride divisible by 16 (elements), so K % 16 decides."""
+    proves alignment from a stride divisible by 16 (elements), so K % 16 decides. ``staged_k_limit``:
+    dot tiles of ≥ 64 rows keep BLOCK_K·stages within it (Blackwell: BLACKWELL_STAGED_K)."""
     chosen = []
     aligned = K % 16 == 0
     for c in gemv_configs():
@@ -100,6 +104,8 @@ def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_re
         if not use_dot and bm * bn * bk > FMA_ACC_PER_THREAD * 32 * c.num_warps:
             continue
         if use_dot and not aligned and bn * bk > UNALIGNED_W_PER_THREAD * 32 * c.num_warps:
+            continue
+        if use_dot and staged_k_limit and bm >= 64 and bk * c.num_stages > staged_k_limit:
             continue
         split = split_for(N, K, bn, bk, num_sms, split_request)
         chosen.append(triton.Config({**c.kwargs, "BLOCK_M": bm, "SPLIT_K": split},
@@ -117,7 +123,8 @@ def gemv_candidates(M: int, N: int, K: int, in_size: int, num_sms: int, split_re
 def limited_candidates(M: int, N: int, K: int, in_size: int, limits: Limits,
                        split_request: int = 0) -> tuple[triton.Config, ...]:
     """:func:`gemv_candidates` on a device's limits (what the pruner and the launcher use)."""
-    return gemv_candidates(M, N, K, in_size, limits.sm_count, split_request, limits.smem_per_block)
+    return gemv_candidates(M, N, K, in_size, limits.sm_count, split_request, limits.smem_per_block,
+                           BLACKWELL_STAGED_K if is_blackwell(limits) else None)
 
 
 def prune_gemv_configs(configs, named_args, **kwargs):

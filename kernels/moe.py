@@ -33,11 +33,13 @@ import triton.language as tl
 
 from kernels.dequant import decode_tile, row_scale
 from kernels.moe_formats import ExpertWeights, kernel_weight_args
+from kernels.targets import is_blackwell
 from kernels.tuning import Limits, autotune, device_limits
 
 # fp32 accumulators per thread (both of w1's) beside the decoded W tile: 128 spilled ≈ 450 B on sm_90a
 # (w1, 128 × 64 with 4 warps), as it did for qgemm
 MAX_ACC_PER_THREAD = 64
+BLACKWELL_DECODED_PER_THREAD = 48  # sm_100a's ptxas spilled 4 B at 64 (w1 fp8-block, 32 × 128 with 4 warps)
 ALIGN_BLOCK = 256  # pairs an align program scans per step
 
 
@@ -70,7 +72,8 @@ def moe_configs() -> list[triton.Config]:
 def moe_candidates(block_m: int, gates: int, fmt: str, limits: Limits) -> tuple[triton.Config, ...]:
     """Configs a device can hold: K tiles one group wide for int4/mxfp4 (scaled per tile), within one
     128-block for fp8-block; at most MAX_ACC_PER_THREAD accumulators per thread (``gates``: 2 for
-    w1's gate and up) and, for decoded formats, as many decoded weights (128 spilled 4–8 B on sm_90a);
+    w1's gate and up) and, for decoded formats, as many decoded weights (128 spilled 4–8 B on sm_90a;
+    BLACKWELL_DECODED_PER_THREAD on Blackwell);
     operands of all stages within the block's shared memory (2 B per element)."""
     group = {"int4": 128, "mxfp4": 32}.get(fmt)
     unique = {}
@@ -79,7 +82,8 @@ def moe_candidates(block_m: int, gates: int, fmt: str, limits: Limits) -> tuple[
         threads = limits.warp_size * warps
         if gates * block_m * bn // threads > MAX_ACC_PER_THREAD:
             continue
-        if fmt != "dense" and gates * bn * bk // threads > MAX_ACC_PER_THREAD:
+        decoded_cap = BLACKWELL_DECODED_PER_THREAD if is_blackwell(limits) else MAX_ACC_PER_THREAD
+        if fmt != "dense" and gates * bn * bk // threads > decoded_cap:
             continue
         if c.num_stages * (block_m + gates * bn) * bk * 2 > limits.smem_per_block:
             continue

@@ -89,12 +89,21 @@ def qgemm_configs() -> list[triton.Config]:
             for bm, bn, bk, w, s in shapes]
 
 
-def qgemm_candidates(M: int, group: int, limits: Limits = INTERPRETER) -> tuple[triton.Config, ...]:
+def qgemm_smem(block_m: int, block_n: int, block_k: int, stages: int, bits: int) -> int:
+    """Shared memory (LDS) a tile takes: stages − 1 buffers of the fp16 x tile and the packed W tile,
+    plus a decoded 4-bit tile's conversion space. Fits every qgemm tile compiled for gfx942 under
+    Triton 3.6 exactly for 8-bit W and from above for 4-bit (results/static/gfx942.csv)."""
+    stage = block_k * (2 * block_m + block_n * bits // 8)
+    return (stages - 1) * stage + (block_n * block_k if bits == 4 else 0)
+
+
+def qgemm_candidates(M: int, group: int, limits: Limits = INTERPRETER, bits: int = 8) -> tuple[triton.Config, ...]:
     """Row blocks no taller than M needs, but no shorter than the target's big MMA takes (16 for
     tl.dot; 64 on Blackwell, where 16/32-row tiles fall back from tcgen05 to mma.sync); grouped
     formats use group-wide K tiles; at most MAX_ACC_PER_THREAD fp32 accumulators per thread (a warp
     is ``limits.warp_size`` threads), since the dequantised W tile is held in registers beside them
-    (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a)."""
+    (128 × 256 with 8 warps, 128 each, spilled 528 B on sm_90a); tiles within the block's shared
+    memory (:func:`qgemm_smem`, ``bits`` per W code: MI300X's 64 KiB of LDS took 13 of them)."""
     configs = qgemm_configs()
     m_min = min_mma_rows(limits)
     m_cap = max(m_min, triton.next_power_of_2(M))
@@ -104,6 +113,9 @@ def qgemm_candidates(M: int, group: int, limits: Limits = INTERPRETER) -> tuple[
         if not m_min <= c.kwargs["BLOCK_M"] <= m_cap or acc_per_thread > MAX_ACC_PER_THREAD:
             continue
         kwargs = {**c.kwargs, "BLOCK_K": block_k_for(group, c.kwargs["BLOCK_K"])}
+        if qgemm_smem(kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["BLOCK_K"], c.num_stages, bits) \
+                > limits.smem_per_block:
+            continue
         key = (tuple(sorted(kwargs.items())), c.num_warps, c.num_stages)
         unique.setdefault(key, triton.Config(kwargs, num_warps=c.num_warps, num_stages=c.num_stages))
     return tuple(unique.values()) or tuple(configs[:1])
@@ -112,7 +124,8 @@ def qgemm_candidates(M: int, group: int, limits: Limits = INTERPRETER) -> tuple[
 def prune_qgemm_configs(configs, named_args, **kwargs):
     """The autotuner's pruner: an adapter over :func:`qgemm_candidates`."""
     args = {**named_args, **kwargs}
-    return list(qgemm_candidates(args["M"], args["QGROUP"], device_limits(args["x_ptr"].device)))
+    bits = 4 if args["FMT"] in (QuantFormat.INT4.value, QuantFormat.MXFP4.value, QuantFormat.NVFP4.value) else 8
+    return list(qgemm_candidates(args["M"], args["QGROUP"], device_limits(args["x_ptr"].device), bits))
 
 
 @autotune(qgemm_configs(), key=["M", "N", "K", "FMT", "QGROUP"], prune=prune_qgemm_configs)

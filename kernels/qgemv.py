@@ -65,6 +65,7 @@ MIN_BLOCK_M_DOT = 16  # x rows are padded to this for tl.dot (M ≥ 2)
 INTERPRETER_SMS = 4  # small, so the interpreter's small test shapes still split K
 LIVE_PER_THREAD = 128  # fp32 values a thread holds (lanes or decoded tile and accumulator): more spill on sm_90a
 BLACKWELL_LIVE_PER_THREAD = 80  # sm_100a's ptxas spilled 8 B at 128 (nvfp4 M=1) and at 96 (mxfp4 M=64)
+BLACKWELL_LANES_PER_THREAD = 48  # the M = 1 path on sm_100a: 64 (int4, 32 × 128 tile, 4 warps) spilled 32 B
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def qgemv_candidates(block_m: int, n: int, k: int, group: int, fmt: str,
             live = 2 * bn * bk / threads  # the fp32 lanes and the decoded tile
         else:
             live = (bn * bk + block_m * bn) / threads  # the decoded tile and the accumulator
-        if live > live_budget:
+        if live > live_budget or (block_m == 1 and is_blackwell(limits) and live > BLACKWELL_LANES_PER_THREAD):
             continue  # fp32 values per thread: beyond this they spill
         if block_m > 1 and 2 * (block_m + bn) * bk > limits.smem_per_block:
             continue  # tl.dot stages x and the decoded W in shared memory (16-bit): MI300X has 64 KiB of LDS
