@@ -59,7 +59,7 @@ class Job:
 def _extra_sweeps():
     """Points beyond the headline plan that §3 of issue 10 asked about, or that the plan times only
     on cuBLAS/torch: every stream dtype, prefill head_dim 64 and 256, MLA decode, each weight
-    format over the small batches, dequant, qgemm int8."""
+    format over the small batches, dequant, qgemm int8 and FP4 (the block-scaled path by target)."""
     from bench.suites import Shape, Sweep
 
     square = (Shape.of("square.8192", N=8192, K=8192),)
@@ -81,6 +81,9 @@ def _extra_sweeps():
           for fmt, group in formats),
         Sweep.make("dequant", ("triton",), ("fp16",), shapes=(Shape.of("ragged", N=4097, K=4112),), format=("int8",)),
         Sweep.make("qgemm", ("triton",), ("fp16",), shapes=square, M=(256, 4096), format=("int8",)),
+        # FP4 weights at a batch: block-scaled MMA (tl.dot_scaled) on Blackwell and gfx950, dequant elsewhere
+        Sweep.make("qgemm", ("triton",), ("fp16",), shapes=square, M=(256,), format=("mxfp4",), group_size=(32,)),
+        Sweep.make("qgemm", ("triton",), ("fp16",), shapes=square, M=(256,), format=("nvfp4",), group_size=(16,)),
     )
 
 
