@@ -222,7 +222,8 @@ def attention_curves(shapes: list[predicted.AttentionShape], devices: list[Datas
     return save(figure, path)
 
 
-def tokenomics(curves: pd.DataFrame, path: Path, title: str | None = None) -> Path:
+def tokenomics(curves: pd.DataFrame, path: Path, title: str | None = None,
+               fixed_costs: str = "all-reduce\nlatency, launches") -> Path:
     """Throughput per GPU vs interactivity per preset × scenario panel (the articles' claim first), one colour per
     device: thin dotted = the upper bound (no fixed costs), thick = with the per-step fixed costs (dashed when
     PREDICTED from datasheets, solid with dots when the kernel terms are MEASURED); batch 1 to the memory cap, the
@@ -265,7 +266,7 @@ def tokenomics(curves: pd.DataFrame, path: Path, title: str | None = None) -> Pa
                     "first panel: the articles' H100-vs-H200 claim", fontsize=9)
     handles = [Line2D([], [], color=device_colour(k, keys.index(k)), lw=2, label=names[k]) for k in keys]
     handles += [Line2D([], [], color="0.3", ls=":", lw=0.9, label="upper bound: no fixed costs"),
-                Line2D([], [], color="0.3", ls="--", lw=1.4, label="with fixed costs (all-reduce\nlatency, launches)"),
+                Line2D([], [], color="0.3", ls="--", lw=1.4, label=f"with fixed costs ({fixed_costs})"),
                 Line2D([], [], color="0.3", ls="-", marker="o", markersize=3, lw=1.4,
                        label="with fixed costs, MEASURED\nkernel terms (NVLink predicted)")]
     if not curves["basis"].str.startswith("measured").any():

@@ -96,7 +96,8 @@ def economics_section(out_dir: Path) -> str:
     image = figure(out_dir / "tokenomics-moe.png", lambda p: plots.cached(
         f"tokenomics moe {digest}", p, lambda q: plots_theory.tokenomics(
             frame, q, "MoE decode economics, PREDICTED: batch 1 (right) to the KV cap (★, left); fixed costs = "
-                      "launches and all-to-all latency")), "MoE throughput per GPU vs interactivity")
+                      "launches and all-to-all latency", fixed_costs="all-to-all\nlatency, launches")),
+        "MoE throughput per GPU vs interactivity")
     sample = mt.PRESETS[0].model
     return "\n".join([
         "## Mixture-of-experts models (PREDICTED)\n",
